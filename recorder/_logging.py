@@ -11,10 +11,35 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 
 import structlog
 
 _configured = False
+
+
+class _StderrLogger:
+    """Writes each rendered line to the current ``sys.stderr``.
+
+    Looked up at every call rather than at configuration time, so a stream
+    swapped in later (a test runner, a daemonised process) is used, and a
+    closed stream never turns a log call into an exception in the caller.
+    """
+
+    _lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            try:
+                print(message, file=sys.stderr, flush=True)
+            except (OSError, ValueError):
+                pass
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _stderr_logger_factory(*args) -> _StderrLogger:
+    return _StderrLogger()
 
 
 def _add_severity(logger, method_name: str, event_dict: dict) -> dict:
@@ -54,12 +79,33 @@ def configure_logging(*, json_output: bool | None = None, level: str | None = No
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger_factory,
         cache_logger_on_first_use=False,
     )
     _configured = True
 
 
-def get_logger(name: str):
-    """Return a structlog logger bound to ``logger=name``."""
-    return structlog.get_logger(logger=name)
+class _NamedLogger:
+    """A logger bound to ``logger=name`` that follows later ``configure_logging`` calls.
+
+    Binding at import time would freeze whatever configuration exists then
+    (structlog's default prints to standard output), so the binding happens
+    at each call, after the CLI or the application has configured logging.
+    """
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, method: str):
+        return getattr(structlog.get_logger().bind(logger=self._name), method)
+
+
+def get_logger(name: str) -> _NamedLogger:
+    """Return a structlog logger that adds ``logger=name`` to every event.
+
+    ``logger`` cannot go through ``structlog.get_logger(**initial_values)``,
+    where it collides with ``wrap_logger``'s own parameter.
+    """
+    return _NamedLogger(name)

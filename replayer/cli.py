@@ -38,7 +38,7 @@ def _register_subcommands() -> None:
     # group in one place while every command lives in a module of its own.
     from replayer import _cli_archive  # noqa: F401  (ls, show, validate)
 
-    for optional in ("_cli_record", "_cli_run", "_cli_demo"):
+    for optional in ("_cli_record", "_cli_run", "_cli_diff", "_cli_demo"):
         try:
             __import__(f"replayer.{optional}")
         except ModuleNotFoundError as error:
