@@ -1,0 +1,209 @@
+"""Storage backends: local folders and gs:// on the GCS emulator."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from google.api_core import exceptions as api_exceptions
+
+from recorder._storage import (
+    GcsStorage,
+    LocalStorage,
+    ObjectExistsError,
+    ObjectInfo,
+    StorageError,
+    _is_transient,
+    join_uri,
+    open_storage,
+    parse_gcs_uri,
+)
+
+
+# ----------------------------------------------------------------- local
+
+
+def test_local_write_then_read(tmp_path):
+    """A written object reads back byte for byte."""
+    storage = LocalStorage()
+    uri = join_uri(str(tmp_path), "date=2024-03-09", "phase=p2", "a.avro")
+    storage.write_new(uri, b"payload")
+    assert storage.read_bytes(uri) == b"payload"
+    with storage.open_read(uri) as source:
+        assert source.read(3) == b"pay"
+
+
+def test_local_write_new_refuses_overwrite(tmp_path):
+    """write_new raises ObjectExistsError and keeps the first content."""
+    storage = LocalStorage()
+    uri = str(tmp_path / "a.avro")
+    storage.write_new(uri, b"first")
+    with pytest.raises(ObjectExistsError, match="already exists"):
+        storage.write_new(uri, b"second")
+    assert storage.read_bytes(uri) == b"first"
+
+
+def test_local_write_leaves_no_temporary_files(tmp_path):
+    """Only the final file remains after write_new, also after a refused overwrite."""
+    storage = LocalStorage()
+    uri = str(tmp_path / "a.avro")
+    storage.write_new(uri, b"first")
+    with pytest.raises(ObjectExistsError):
+        storage.write_new(uri, b"second")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.avro"]
+
+
+def test_local_concurrent_write_new_one_wins(tmp_path):
+    """Of many threads writing one name, exactly one succeeds."""
+    storage = LocalStorage()
+    uri = str(tmp_path / "race.avro")
+    outcomes = []
+
+    def attempt(index):
+        try:
+            storage.write_new(uri, f"writer {index}".encode())
+            outcomes.append("ok")
+        except ObjectExistsError:
+            outcomes.append("exists")
+
+    threads = [threading.Thread(target=attempt, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("ok") == 1
+    assert outcomes.count("exists") == 7
+
+
+def test_local_list_recursive_sorted_skips_hidden(tmp_path):
+    """list() walks subfolders in URI order and skips _ and . names."""
+    storage = LocalStorage()
+    root = str(tmp_path)
+    for name in ["b/x.avro", "a/y.avro", "a/sub/z.avro", "a/_tmp.avro", "a/.part.tmp",
+                 "_staging/w.avro", ".hidden/v.avro"]:
+        storage.write_new(join_uri(root, name), b"12345")
+    listed = list(storage.list(root))
+    assert [info.uri for info in listed] == [
+        join_uri(root, "a/sub/z.avro"), join_uri(root, "a/y.avro"), join_uri(root, "b/x.avro")]
+    assert all(info.size == 5 for info in listed)
+
+
+def test_local_list_dirs_missing_folder(tmp_path):
+    """list_dirs on a missing folder names it and says what to do."""
+    missing = str(tmp_path / "nope")
+    with pytest.raises(StorageError, match="does not exist.*record into it first") as caught:
+        LocalStorage().list_dirs(missing)
+    assert missing in str(caught.value)
+
+
+def test_local_file_uri(tmp_path):
+    """file:// URIs address the same files as plain paths."""
+    storage = open_storage(f"file://{tmp_path}")
+    storage.write_new(f"file://{tmp_path}/a.avro", b"x")
+    assert (tmp_path / "a.avro").read_bytes() == b"x"
+    assert list(storage.list(f"file://{tmp_path}")) == [ObjectInfo(f"file://{tmp_path}/a.avro", 1)]
+
+
+def test_local_read_missing_file(tmp_path):
+    """Reading a missing file raises StorageError naming it."""
+    with pytest.raises(StorageError, match="not found"):
+        LocalStorage().read_bytes(str(tmp_path / "missing.avro"))
+
+
+def test_join_uri_slashes():
+    """join_uri adds exactly one slash between parts."""
+    assert join_uri("gs://b/prefix/", "/date=x/", "f.avro") == "gs://b/prefix/date=x/f.avro"
+    assert join_uri("/tmp/a", "b") == "/tmp/a/b"
+
+
+# ------------------------------------------------------------------- URIs
+
+
+@pytest.mark.parametrize("uri", ["gs://", "gs://UPPER/x", "gs://a/x", "gs://bad bucket/x", "gs://x..y/z"])
+def test_bad_gcs_uri_names_uri(uri):
+    """A malformed gs:// URI fails with the URI and an example of a good one."""
+    with pytest.raises(StorageError, match="invalid bucket name") as caught:
+        open_storage(uri)
+    assert repr(uri) in str(caught.value)
+    assert "gs://my-archive/pipeline" in str(caught.value)
+
+
+def test_unsupported_scheme():
+    """s3:// and other schemes are rejected with the supported ones named."""
+    with pytest.raises(StorageError, match="unsupported scheme 's3'"):
+        open_storage("s3://bucket/x")
+
+
+def test_parse_gcs_uri_parts():
+    """parse_gcs_uri splits bucket and object name."""
+    assert parse_gcs_uri("gs://my-bucket/a/b.avro") == ("my-bucket", "a/b.avro")
+    assert parse_gcs_uri("gs://my-bucket") == ("my-bucket", "")
+
+
+@pytest.mark.parametrize("error, transient", [
+    (api_exceptions.TooManyRequests("slow down"), True),
+    (api_exceptions.ServiceUnavailable("503"), True),
+    (api_exceptions.InternalServerError("500"), True),
+    (api_exceptions.GatewayTimeout("504"), True),
+    (ConnectionResetError("reset"), True),
+    (api_exceptions.Forbidden("403"), False),
+    (api_exceptions.NotFound("404"), False),
+    (api_exceptions.PreconditionFailed("412"), False),
+])
+def test_transient_error_classes(error, transient):
+    """429, 5xx and broken connections are retried; 403, 404 and 412 are not."""
+    assert _is_transient(error) is transient
+
+
+# -------------------------------------------------------------------- GCS
+
+
+def test_gcs_write_list_read(gcs_bucket):
+    """Objects written to the emulator list recursively, sorted, hidden names skipped."""
+    storage = open_storage(f"gs://{gcs_bucket}/archive")
+    assert isinstance(storage, GcsStorage)
+    base = f"gs://{gcs_bucket}/archive"
+    for name in ["date=2024-03-09/phase=b/x.avro", "date=2024-03-09/phase=a/y.avro",
+                 "date=2024-03-09/phase=a/_tmp.avro"]:
+        storage.write_new(join_uri(base, name), b"abc")
+    listed = [info.uri for info in storage.list(base)]
+    assert listed == [f"{base}/date=2024-03-09/phase=a/y.avro", f"{base}/date=2024-03-09/phase=b/x.avro"]
+    assert storage.list_dirs(base) == ["date=2024-03-09"]
+    assert storage.list_dirs(f"{base}/date=2024-03-09") == ["phase=a", "phase=b"]
+    assert storage.read_bytes(listed[0]) == b"abc"
+    with storage.open_read(listed[0]) as source:
+        assert source.read() == b"abc"
+
+
+def test_gcs_write_new_refuses_overwrite(gcs_bucket):
+    """write_new on an existing object raises ObjectExistsError and keeps the content."""
+    storage = open_storage(f"gs://{gcs_bucket}/")
+    uri = f"gs://{gcs_bucket}/a.avro"
+    storage.write_new(uri, b"first")
+    with pytest.raises(ObjectExistsError, match="never overwritten"):
+        storage.write_new(uri, b"second")
+    assert storage.read_bytes(uri) == b"first"
+
+
+def test_gcs_missing_bucket_error(gcs_emulator):
+    """A missing bucket fails with its name and the command that creates it."""
+    storage = open_storage("gs://no-such-bucket-here/archive")
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' not found") as caught:
+        storage.list_dirs("gs://no-such-bucket-here/archive")
+    assert "gcloud storage buckets create gs://no-such-bucket-here" in str(caught.value)
+
+
+def test_gcs_missing_object_error(gcs_bucket):
+    """Reading a missing object names the object, not the bucket."""
+    storage = open_storage(f"gs://{gcs_bucket}/")
+    with pytest.raises(StorageError, match="object .*missing.avro' not found"):
+        storage.read_bytes(f"gs://{gcs_bucket}/missing.avro")
+
+
+def test_gcs_exists(gcs_bucket):
+    """exists() is false before a write and true after it."""
+    storage = open_storage(f"gs://{gcs_bucket}/")
+    uri = f"gs://{gcs_bucket}/e.avro"
+    assert storage.exists(uri) is False
+    storage.write_new(uri, b"1")
+    assert storage.exists(uri) is True
