@@ -13,11 +13,17 @@ from recorder._envelope import (
     parse_push_envelope,
 )
 from recorder._logging import configure_logging, get_logger
+from recorder._redaction import RedactionRules
+from recorder._sdk import Handling, Recorder, RecorderStats
 
 __all__ = [
     "ACK_STATUS_CODES",
     "EnvelopeError",
+    "Handling",
     "PushMessage",
+    "Recorder",
+    "RecorderStats",
+    "RedactionRules",
     "build_push_envelope",
     "configure_logging",
     "get_logger",
