@@ -1,0 +1,711 @@
+"""``replay.toml``: the replay topology and rules as frozen dataclasses.
+
+:func:`load_config` parses and validates the file; every problem raises
+:class:`replayer.errors.ConfigError` naming the file, the line (when the key
+can be found in the text), the key and the bad value. Command-line options
+override the file through :func:`apply_overrides`, and
+:func:`resolve_selection` turns ``--date``/``--phases``/``--where`` into the
+dates, phases and entry-event filters of one run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from replayer.errors import ConfigError
+from schemas import MISSING, DateRule, EventValidationError, resolve_pointer, split_pointer
+from schemas._event import PHASE_PATTERN
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+MODES = ("cascade", "isolated")
+CLOCKS = ("recorded", "wall")
+ADAPTER_NAMES = ("callable", "wsgi", "http")
+RECEIVES = ("message", "envelope")
+
+_TOP_KEYS = frozenset({"phases", "archive", "replay", "sandbox", "processors", "diff", "thresholds"})
+_ARCHIVE_KEYS = frozenset({"uri", "time_zone", "date_attribute", "date_pointer"})
+_REPLAY_KEYS = frozenset({"mode", "speed", "max_gap_s", "project", "resend_redeliveries", "output"})
+_SANDBOX_KEYS = frozenset({"env", "clock"})
+_PROCESSOR_KEYS = frozenset({
+    "name", "phase", "adapter", "target", "subscribes", "filter", "stateful", "timeout_s",
+    "expected", "url", "auth_header", "id_token_audience", "receives", "delivery_attempt",
+    "subscription", "path",
+})
+_FILTER_KEYS = frozenset({"attribute", "pointer", "equals"})
+
+
+# --------------------------------------------------------------------------- data model
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueMatch:
+    """An attribute or a payload JSON pointer that must equal ``equals``.
+
+    Used for a processor's ``filter`` and for ``--where``. Non-string payload
+    values compare equal when their JSON text equals ``equals`` (``42`` matches
+    ``"42"``), because command-line values are always text.
+    """
+
+    equals: Any
+    attribute: str | None = None
+    pointer: str | None = None
+
+    def matches(self, *, attributes: Mapping[str, str], data: bytes) -> bool:
+        """True when the message's attribute or payload field equals the value."""
+        if self.attribute is not None:
+            return attributes.get(self.attribute) == _as_text(self.equals)
+        try:
+            document = json.loads(data)
+        except ValueError:
+            return False
+        value = resolve_pointer(document, self.pointer, MISSING)
+        if value is MISSING:
+            return False
+        if value == self.equals:
+            return True
+        return _as_text(value) == _as_text(self.equals)
+
+    def describe(self) -> str:
+        """Return ``attribute=value`` or ``/pointer=value`` as typed on the command line."""
+        return f"{self.attribute if self.attribute is not None else self.pointer}={_as_text(self.equals)}"
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchiveSettings:
+    """``[archive]``: where the recording is and how logical dates were assigned."""
+
+    uri: str
+    time_zone: str = "UTC"
+    date_attribute: str | None = None
+    date_pointer: str | None = None
+
+    @property
+    def date_rule(self) -> DateRule:
+        """The rule the recorder used to assign logical dates."""
+        return DateRule(attribute=self.date_attribute, json_pointer=self.date_pointer,
+                        time_zone=self.time_zone)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplaySettings:
+    """``[replay]``: mode, speed and where the replay output goes.
+
+    ``speed`` is a multiplier of recorded time, or None for as fast as possible
+    (``"max"``); ``max_gap_s`` caps idle gaps between entry events.
+    """
+
+    mode: str = "cascade"
+    speed: float | None = None
+    max_gap_s: float | None = None
+    project: str = "replay-local"
+    resend_redeliveries: bool = False
+    output: str = "./replay-output"
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxSettings:
+    """``[sandbox]``: environment set around every processor call, and the clock it sees."""
+
+    env: tuple[tuple[str, str], ...] = ()
+    clock: str = "recorded"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessorConfig:
+    """One ``[[processors]]`` entry.
+
+    ``receives`` is ``message`` (``process(message, ctx)``) or ``envelope``
+    (``process(push_body)`` returning an HTTP status, as a push handler does)
+    for the callable adapter. ``delivery_attempt`` adds ``deliveryAttempt`` to
+    push envelopes, as a subscription with a dead-letter policy does.
+    """
+
+    name: str
+    phase: str
+    adapter: str
+    target: str | None
+    subscribes: tuple[str, ...]
+    filter: ValueMatch | None = None
+    stateful: bool = False
+    timeout_s: float = 30.0
+    expected: bool = True
+    url: str | None = None
+    auth_header: str | None = dataclasses.field(default=None, repr=False)
+    id_token_audience: str | None = None
+    receives: str = "message"
+    delivery_attempt: bool = False
+    subscription: str | None = None
+    path: str = "/"
+
+    @property
+    def subscription_name(self) -> str:
+        """Subscription short name used in push envelopes when none was recorded."""
+        return self.subscription or self.name
+
+    def accepts(self, *, topic: str | None, attributes: Mapping[str, str], data: bytes) -> bool:
+        """True when this processor subscribes to ``topic`` and its filter passes."""
+        if topic not in self.subscribes:
+            return False
+        return self.filter is None or self.filter.matches(attributes=attributes, data=data)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayConfig:
+    """A parsed ``replay.toml``; ``file`` is its path, or None when built in code."""
+
+    phases: tuple[str, ...]
+    archive: ArchiveSettings
+    replay: ReplaySettings
+    sandbox: SandboxSettings
+    processors: tuple[ProcessorConfig, ...]
+    diff: Any = None
+    thresholds: Any = None
+    file: str | None = None
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder relative paths in the file are resolved against."""
+        return Path(self.file).resolve().parent if self.file else Path.cwd()
+
+    def processors_of(self, phase: str) -> tuple[ProcessorConfig, ...]:
+        """The processors of ``phase``, in file order."""
+        return tuple(p for p in self.processors if p.phase == phase)
+
+    def processor(self, name: str) -> ProcessorConfig:
+        """The processor called ``name``; KeyError when there is none."""
+        for candidate in self.processors:
+            if candidate.name == name:
+                return candidate
+        raise KeyError(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """What one run replays: dates, phases in order, and ``--where`` filters on entry events."""
+
+    dates: tuple[dt.date, ...]
+    phases: tuple[str, ...]
+    where: tuple[ValueMatch, ...] = ()
+
+    def selects(self, *, attributes: Mapping[str, str], data: bytes) -> bool:
+        """True when an entry event passes every ``--where`` filter."""
+        return all(clause.matches(attributes=attributes, data=data) for clause in self.where)
+
+
+# --------------------------------------------------------------------------- locating keys
+
+
+class _Locator:
+    """Finds the line of a key in the TOML text, so errors can name it."""
+
+    def __init__(self, file: str, text: str) -> None:
+        self.file = file
+        self.lines = text.splitlines()
+
+    def line_of(self, key: str, *, table: str | None = None, index: int = 0) -> int | None:
+        start, end = 0, len(self.lines)
+        if table is not None:
+            header = re.compile(rf"^\s*\[\[?\s*{re.escape(table)}\s*\]\]?\s*(#.*)?$")
+            seen = -1
+            for number, line in enumerate(self.lines):
+                if header.match(line):
+                    seen += 1
+                    if seen == index:
+                        start = number
+                        break
+            else:
+                return None
+            for number in range(start + 1, len(self.lines)):
+                if re.match(r"^\s*\[", self.lines[number]):
+                    end = number
+                    break
+        pattern = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")
+        inline = re.compile(rf"[{{,]\s*\"?{re.escape(key)}\"?\s*=")
+        for number in range(start, end):
+            if pattern.match(self.lines[number]) or inline.search(self.lines[number]):
+                return number + 1
+        return start + 1 if table is not None else None
+
+    def error(self, key: str, value: Any, problem: str, *, table: str | None = None,
+              index: int = 0, dotted: str | None = None) -> ConfigError:
+        line = self.line_of(key.split(".")[-1], table=table, index=index)
+        where = f"{self.file}:{line}" if line else self.file
+        return ConfigError(f"{where}: key {dotted or key!r} = {value!r} {problem}")
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def load_config(path: str | Path, *, import_targets: bool = True) -> ReplayConfig:
+    """Read and validate ``replay.toml`` at ``path``.
+
+    With ``import_targets`` every processor target is imported now, so a typo
+    fails before the run starts instead of in the middle of it.
+    """
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(
+            f"cannot read replay configuration {file!r}: {error.strerror}; "
+            "pass an existing file with --config"
+        ) from error
+    return parse_config(text, file=file, import_targets=import_targets)
+
+
+def parse_config(text: str, *, file: str = "<replay.toml>", import_targets: bool = True) -> ReplayConfig:
+    """Parse the text of a ``replay.toml``; see :func:`load_config`."""
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{file}: not valid TOML: {error}") from error
+    where = _Locator(file, text)
+    _reject_unknown(where, table, _TOP_KEYS, table_name=None)
+
+    phases = _parse_phases(where, table.get("phases", MISSING))
+    archive = _parse_archive(where, table.get("archive", {}))
+    replay = _parse_replay(where, table.get("replay", {}))
+    sandbox = _parse_sandbox(where, table.get("sandbox", {}))
+    raw_processors = table.get("processors", [])
+    if not isinstance(raw_processors, list) or not raw_processors:
+        raise where.error("processors", raw_processors,
+                          "must be one or more [[processors]] tables, each with name, phase, "
+                          "adapter, target and subscribes")
+    processors = tuple(
+        _parse_processor(where, index, entry, phases) for index, entry in enumerate(raw_processors)
+    )
+    _reject_duplicate_names(where, processors)
+    config = ReplayConfig(
+        phases=phases, archive=archive, replay=replay, sandbox=sandbox, processors=processors,
+        diff=_parse_diff_table(table.get("diff"), file, "parse_diff_rules"),
+        thresholds=_parse_diff_table(table.get("thresholds"), file, "parse_thresholds"),
+        file=file,
+    )
+    if import_targets:
+        for index, processor in enumerate(processors):
+            try:
+                resolve_target(processor, base_dir=config.base_dir)
+            except ConfigError as error:
+                raise where.error("target", processor.target, f"cannot be imported: {error}",
+                                  table="processors", index=index,
+                                  dotted=f"processors[{index}].target") from error
+    return config
+
+
+def _reject_unknown(where: _Locator, table: Mapping[str, Any], allowed: frozenset[str], *,
+                    table_name: str | None, index: int = 0, prefix: str = "") -> None:
+    for key in table:
+        if key not in allowed:
+            raise where.error(
+                key, table[key],
+                f"is not a known key; allowed here: {', '.join(sorted(allowed))}",
+                table=table_name, index=index, dotted=f"{prefix}{key}",
+            )
+
+
+def _parse_phases(where: _Locator, value: Any) -> tuple[str, ...]:
+    if value is MISSING:
+        raise ConfigError(f"{where.file}: key 'phases' is missing; list the phases in order, "
+                          'e.g. phases = ["phase2", "phase3"]')
+    if not isinstance(value, list) or not value or not all(isinstance(p, str) for p in value):
+        raise where.error("phases", value, "must be a non-empty list of phase names in order")
+    for phase in value:
+        if not PHASE_PATTERN.fullmatch(phase):
+            raise where.error("phases", phase, "is not a valid phase name; use lower-case letters, "
+                              "digits, '_' and '-'")
+    if len(set(value)) != len(value):
+        raise where.error("phases", value, "lists a phase twice")
+    return tuple(value)
+
+
+def _parse_archive(where: _Locator, table: Any) -> ArchiveSettings:
+    if not isinstance(table, dict):
+        raise where.error("archive", table, "must be a table")
+    _reject_unknown(where, table, _ARCHIVE_KEYS, table_name="archive", prefix="archive.")
+    uri = table.get("uri", "")
+    if not isinstance(uri, str):
+        raise where.error("uri", uri, "must be a string (a folder or gs://bucket/prefix)",
+                          table="archive", dotted="archive.uri")
+    for key in ("time_zone", "date_attribute", "date_pointer"):
+        if key in table and not isinstance(table[key], str):
+            raise where.error(key, table[key], "must be a string", table="archive",
+                              dotted=f"archive.{key}")
+    settings = ArchiveSettings(uri=uri, time_zone=table.get("time_zone", "UTC"),
+                               date_attribute=table.get("date_attribute"),
+                               date_pointer=table.get("date_pointer"))
+    try:
+        settings.date_rule  # noqa: B018 - validates the zone and the pointer
+    except EventValidationError as error:
+        key = "date_pointer" if "pointer" in str(error) else "time_zone"
+        raise where.error(key, table.get(key), f"is invalid: {error}", table="archive",
+                          dotted=f"archive.{key}") from error
+    return settings
+
+
+def parse_speed(value: Any, *, source: str = "speed") -> float | None:
+    """Parse ``max`` (None) or a positive multiplier; ValueError names what is wrong."""
+    if isinstance(value, str) and value.strip().lower() == "max":
+        return None
+    try:
+        number = float(value.rstrip("xX")) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source} {value!r} is not a number or 'max'") from error
+    if isinstance(value, bool) or not number > 0 or number == float("inf"):
+        raise ValueError(f"{source} {value!r} must be a positive number (e.g. 1, 10, 0.5) or 'max'")
+    return number
+
+
+def _parse_replay(where: _Locator, table: Any) -> ReplaySettings:
+    if not isinstance(table, dict):
+        raise where.error("replay", table, "must be a table")
+    _reject_unknown(where, table, _REPLAY_KEYS, table_name="replay", prefix="replay.")
+    defaults = ReplaySettings()
+    mode = table.get("mode", defaults.mode)
+    if mode not in MODES:
+        raise where.error("mode", mode, f"is not one of {', '.join(MODES)}", table="replay",
+                          dotted="replay.mode")
+    try:
+        speed = parse_speed(table.get("speed", "max"))
+    except ValueError as error:
+        raise where.error("speed", table.get("speed"), f"is invalid: {error}", table="replay",
+                          dotted="replay.speed") from error
+    max_gap_s = table.get("max_gap_s")
+    if max_gap_s is not None and (isinstance(max_gap_s, bool) or not isinstance(max_gap_s, (int, float))
+                                  or max_gap_s < 0):
+        raise where.error("max_gap_s", max_gap_s, "must be a number of seconds >= 0",
+                          table="replay", dotted="replay.max_gap_s")
+    for key, kind in (("project", str), ("output", str), ("resend_redeliveries", bool)):
+        if key in table and not isinstance(table[key], kind):
+            raise where.error(key, table[key], f"must be a {kind.__name__}", table="replay",
+                              dotted=f"replay.{key}")
+    return ReplaySettings(
+        mode=mode, speed=speed,
+        max_gap_s=float(max_gap_s) if max_gap_s is not None else None,
+        project=table.get("project", defaults.project),
+        resend_redeliveries=table.get("resend_redeliveries", defaults.resend_redeliveries),
+        output=table.get("output", defaults.output),
+    )
+
+
+def _parse_sandbox(where: _Locator, table: Any) -> SandboxSettings:
+    if not isinstance(table, dict):
+        raise where.error("sandbox", table, "must be a table")
+    _reject_unknown(where, table, _SANDBOX_KEYS, table_name="sandbox", prefix="sandbox.")
+    env = table.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise where.error("env", env, "must be a table of string values, e.g. "
+                          '{ DATASET_PREFIX = "test_" }', table="sandbox", dotted="sandbox.env")
+    clock = table.get("clock", "recorded")
+    if clock not in CLOCKS:
+        raise where.error("clock", clock, f"is not one of {', '.join(CLOCKS)}", table="sandbox",
+                          dotted="sandbox.clock")
+    return SandboxSettings(env=tuple(sorted(env.items())), clock=clock)
+
+
+def parse_value_match(value: Any) -> ValueMatch:
+    """Build a :class:`ValueMatch` from ``{attribute|pointer = ..., equals = ...}``."""
+    if not isinstance(value, dict):
+        raise ValueError("must be a table like { attribute = \"kind\", equals = \"score\" }")
+    unknown = set(value) - _FILTER_KEYS
+    if unknown:
+        raise ValueError(f"has unknown key {sorted(unknown)[0]!r}; allowed: attribute, pointer, equals")
+    if ("attribute" in value) == ("pointer" in value):
+        raise ValueError("needs exactly one of 'attribute' or 'pointer'")
+    if "equals" not in value:
+        raise ValueError("needs 'equals'")
+    if "pointer" in value:
+        split_pointer(value["pointer"])
+    return ValueMatch(equals=value["equals"], attribute=value.get("attribute"),
+                      pointer=value.get("pointer"))
+
+
+def parse_where(text: str) -> ValueMatch:
+    """Parse ``--where KEY=VALUE`` (attribute) or ``--where /pointer=VALUE`` (payload field)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(
+            f"option '--where' = {text!r} is invalid: expected ATTRIBUTE=VALUE or /json/pointer=VALUE, "
+            "e.g. --where game_id=0022300001"
+        )
+    if key.startswith("/"):
+        return ValueMatch(equals=value, pointer=key)
+    return ValueMatch(equals=value, attribute=key)
+
+
+def _parse_processor(where: _Locator, index: int, entry: Any, phases: tuple[str, ...]) -> ProcessorConfig:
+    prefix = f"processors[{index}]."
+
+    def fail(key: str, value: Any, problem: str) -> ConfigError:
+        return where.error(key, value, problem, table="processors", index=index, dotted=prefix + key)
+
+    if not isinstance(entry, dict):
+        raise where.error("processors", entry, "entries must be tables ([[processors]])")
+    _reject_unknown(where, entry, _PROCESSOR_KEYS, table_name="processors", index=index, prefix=prefix)
+    for key in ("name", "phase", "adapter"):
+        if not isinstance(entry.get(key), str) or not entry.get(key):
+            raise fail(key, entry.get(key), "is required and must be a non-empty string")
+    if entry["phase"] not in phases:
+        raise fail("phase", entry["phase"], f"is not a known phase; phases are {', '.join(phases)}")
+    if entry["adapter"] not in ADAPTER_NAMES:
+        raise fail("adapter", entry["adapter"], f"is not an adapter; use one of {', '.join(ADAPTER_NAMES)}")
+    target = entry.get("target")
+    if entry["adapter"] == "http":
+        url = entry.get("url")
+        if not isinstance(url, str) or not re.match(r"^https?://", url):
+            raise fail("url", url, "is required for the http adapter: an http:// or https:// URL")
+    elif not isinstance(target, str) or ":" not in target:
+        raise fail("target", target, "must be 'module:attribute' (or 'file.py:attribute')")
+    subscribes = entry.get("subscribes")
+    if not isinstance(subscribes, list) or not subscribes or not all(isinstance(t, str) and t for t in subscribes):
+        raise fail("subscribes", subscribes, "must be a non-empty list of topic names")
+    bad_topic = next((t for t in subscribes if "/" in t), None)
+    if bad_topic is not None:
+        raise fail("subscribes", bad_topic, "must be a topic short name, not a path")
+    match = None
+    if "filter" in entry:
+        try:
+            match = parse_value_match(entry["filter"])
+        except ValueError as error:
+            raise fail("filter", entry["filter"], str(error)) from error
+    timeout_s = entry.get("timeout_s", 30)
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+        raise fail("timeout_s", timeout_s, "must be a positive number of seconds")
+    for key in ("stateful", "expected", "delivery_attempt"):
+        if key in entry and not isinstance(entry[key], bool):
+            raise fail(key, entry[key], "must be true or false")
+    for key in ("auth_header", "id_token_audience", "subscription", "path"):
+        if key in entry and not isinstance(entry[key], str):
+            raise fail(key, "<redacted>" if key == "auth_header" else entry[key], "must be a string")
+    receives = entry.get("receives", "message")
+    if receives not in RECEIVES:
+        raise fail("receives", receives, f"is not one of {', '.join(RECEIVES)}")
+    if not PHASE_PATTERN.fullmatch(entry["name"].lower()) or "/" in entry["name"]:
+        raise fail("name", entry["name"], "must use letters, digits, '_' and '-'")
+    return ProcessorConfig(
+        name=entry["name"], phase=entry["phase"], adapter=entry["adapter"], target=target,
+        subscribes=tuple(subscribes), filter=match, stateful=entry.get("stateful", False),
+        timeout_s=float(timeout_s), expected=entry.get("expected", True), url=entry.get("url"),
+        auth_header=entry.get("auth_header"), id_token_audience=entry.get("id_token_audience"),
+        receives=receives, delivery_attempt=entry.get("delivery_attempt", False),
+        subscription=entry.get("subscription"), path=entry.get("path", "/"),
+    )
+
+
+def _reject_duplicate_names(where: _Locator, processors: tuple[ProcessorConfig, ...]) -> None:
+    seen: set[str] = set()
+    for index, processor in enumerate(processors):
+        if processor.name in seen:
+            raise where.error("name", processor.name, "is used by two processors; names must be unique",
+                              table="processors", index=index, dotted=f"processors[{index}].name")
+        seen.add(processor.name)
+
+
+def _parse_diff_table(table: Any, file: str, parser_name: str) -> Any:
+    """Hand ``[diff]``/``[thresholds]`` to the diff package's parser when it is installed."""
+    if table is None:
+        return None
+    try:
+        rules = importlib.import_module("replayer.diff.rules")
+    except ModuleNotFoundError:
+        return dict(table)
+    parser = getattr(rules, parser_name, None)
+    if parser is None:
+        return dict(table)
+    return parser(table, file=file)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def resolve_target(processor: ProcessorConfig, *, base_dir: Path | None = None) -> Callable[..., Any] | None:
+    """Import a processor's ``module:attribute`` (or ``file.py:attribute``) target.
+
+    The configuration file's folder is put on ``sys.path`` first, so a target
+    like ``app.main:app`` next to ``replay.toml`` imports as it would there.
+    Returns None for the http adapter, which has no target.
+    """
+    if processor.target is None:
+        return None
+    module_name, _, attribute = processor.target.partition(":")
+    base = base_dir or Path.cwd()
+    try:
+        if module_name.endswith(".py"):
+            module_path = (base / module_name).resolve()
+            spec = importlib.util.spec_from_file_location(f"_replay_target_{module_path.stem}", module_path)
+            if spec is None or spec.loader is None or not module_path.is_file():
+                raise FileNotFoundError(f"no such file {str(module_path)!r}")
+            module = sys.modules.get(spec.name)
+            if module is None:
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[spec.name] = module
+                spec.loader.exec_module(module)
+        else:
+            if str(base) not in sys.path:
+                sys.path.insert(0, str(base))
+            module = importlib.import_module(module_name)
+    except Exception as error:  # any import-time failure of user code is a config problem
+        raise ConfigError(f"importing {module_name!r} failed with {type(error).__name__}: {error}") from error
+    value: Any = module
+    for part in attribute.split("."):
+        if not hasattr(value, part):
+            raise ConfigError(f"module {module_name!r} has no attribute {attribute!r}")
+        value = getattr(value, part)
+    if not callable(value):
+        raise ConfigError(f"{processor.target!r} is a {type(value).__name__}, not a callable or WSGI app")
+    return value
+
+
+# --------------------------------------------------------------------------- overrides and selection
+
+
+def apply_overrides(config: ReplayConfig, *, archive: str | None = None, mode: str | None = None,
+                    speed: Any = None, max_gap_s: float | None = None, output: str | None = None,
+                    resend_redeliveries: bool | None = None, project: str | None = None,
+                    clock: str | None = None) -> ReplayConfig:
+    """Return ``config`` with command-line values (those not None) replacing the file's."""
+    replay = config.replay
+    changes: dict[str, Any] = {}
+    if mode is not None:
+        if mode not in MODES:
+            raise ConfigError(f"option '--mode' = {mode!r} is not one of {', '.join(MODES)}")
+        changes["mode"] = mode
+    if speed is not None:
+        try:
+            changes["speed"] = parse_speed(speed, source="option '--speed'")
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+    if max_gap_s is not None:
+        if max_gap_s < 0:
+            raise ConfigError(f"option '--max-gap' = {max_gap_s!r} must be a number of seconds >= 0")
+        changes["max_gap_s"] = float(max_gap_s)
+    for key, value in (("output", output), ("resend_redeliveries", resend_redeliveries),
+                       ("project", project)):
+        if value is not None:
+            changes[key] = value
+    sandbox = config.sandbox
+    if clock is not None:
+        if clock not in CLOCKS:
+            raise ConfigError(f"option '--clock' = {clock!r} is not one of {', '.join(CLOCKS)}")
+        sandbox = dataclasses.replace(sandbox, clock=clock)
+    archive_settings = config.archive if archive is None else dataclasses.replace(config.archive, uri=archive)
+    return dataclasses.replace(config, replay=dataclasses.replace(replay, **changes), sandbox=sandbox,
+                               archive=archive_settings)
+
+
+def _phase_number(name: str) -> int | None:
+    digits = re.findall(r"\d+", name)
+    return int(digits[-1]) if digits else None
+
+
+def _resolve_phase(config: ReplayConfig, token: str, option: str) -> str:
+    if token in config.phases:
+        return token
+    if token.isdigit():
+        for phase in config.phases:
+            if _phase_number(phase) == int(token):
+                return phase
+    raise ConfigError(f"option {option!r} = {token!r} is not a configured phase; phases are "
+                      f"{', '.join(config.phases)} (names, or the numbers in their names)")
+
+
+def select_phases(config: ReplayConfig, *, phases: str | Iterable[str] | None = None,
+                  start_phase: str | None = None, skip_phase: Iterable[str] = ()) -> tuple[str, ...]:
+    """Resolve ``--phases 2-6`` / ``phase3,phase5``, ``--start-phase`` and ``--skip-phase``.
+
+    Phase numbers map to the configured phases by the digits in their names;
+    the result keeps the configured order.
+    """
+    chosen: list[str] = list(config.phases)
+    if phases:
+        tokens = phases.split(",") if isinstance(phases, str) else list(phases)
+        wanted: set[str] = set()
+        for token in (t.strip() for t in tokens if t.strip()):
+            low, dash, high = token.partition("-")
+            if dash and low.isdigit() and high.isdigit():
+                first = config.phases.index(_resolve_phase(config, low, "--phases"))
+                last = config.phases.index(_resolve_phase(config, high, "--phases"))
+                if first > last:
+                    raise ConfigError(f"option '--phases' = {token!r} is an empty range; "
+                                      f"write the lower phase first, e.g. {high}-{low}")
+                wanted.update(config.phases[first:last + 1])
+            else:
+                wanted.add(_resolve_phase(config, token, "--phases"))
+        chosen = [p for p in config.phases if p in wanted]
+    if start_phase:
+        start = config.phases.index(_resolve_phase(config, start_phase, "--start-phase"))
+        chosen = [p for p in chosen if config.phases.index(p) >= start]
+    skipped = {_resolve_phase(config, token, "--skip-phase") for token in skip_phase}
+    chosen = [p for p in chosen if p not in skipped]
+    if not chosen:
+        raise ConfigError("the phase options select no phase; check --phases, --start-phase and --skip-phase")
+    return tuple(chosen)
+
+
+def resolve_dates(*, date: Any = None, start_date: Any = None, end_date: Any = None,
+                  available: Iterable[dt.date] = ()) -> tuple[dt.date, ...]:
+    """Resolve ``--date`` or ``--start-date/--end-date``; all archived dates when none is given."""
+    def parse(value: Any, option: str) -> dt.date:
+        try:
+            return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+        except ValueError as error:
+            raise ConfigError(f"option {option!r} = {value!r} is not a date; use YYYY-MM-DD") from error
+
+    if date is not None and (start_date is not None or end_date is not None):
+        raise ConfigError("options '--date' and '--start-date/--end-date' exclude each other; use one")
+    if date is not None:
+        dates = [date] if isinstance(date, (str, dt.date)) else list(date)
+        return tuple(sorted({parse(d, "--date") for d in dates}))
+    if start_date is None and end_date is None:
+        return tuple(sorted(set(available)))
+    first = parse(start_date, "--start-date") if start_date is not None else min(available, default=None)
+    last = parse(end_date, "--end-date") if end_date is not None else max(available, default=None)
+    if first is None or last is None:
+        raise ConfigError("the archive has no dates; pass both --start-date and --end-date")
+    if first > last:
+        raise ConfigError(f"option '--start-date' = {first.isoformat()!r} is after '--end-date' = "
+                          f"{last.isoformat()!r}")
+    return tuple(first + dt.timedelta(days=n) for n in range((last - first).days + 1))
+
+
+def check_cascade_routing(config: ReplayConfig, selection: Selection,
+                          recorded_output_topics: Mapping[str, Iterable[str]]) -> None:
+    """Reject a cascade run in which a recorded output topic reaches no selected processor.
+
+    ``recorded_output_topics`` maps each phase to the topics its recorded
+    OUTPUT events were published to. Every phase but the last selected one
+    feeds the next, so each of its topics needs a subscriber among the
+    selected phases; otherwise the cascade would silently stop there.
+    """
+    if config.replay.mode != "cascade":
+        return
+    subscribed = {topic for p in config.processors if p.phase in selection.phases for topic in p.subscribes}
+    for phase in selection.phases[:-1]:
+        for topic in sorted(set(recorded_output_topics.get(phase, ()))):
+            if topic not in subscribed:
+                line = _Locator(config.file or "", Path(config.file).read_text(encoding="utf-8")
+                                if config.file and Path(config.file).is_file() else "").line_of("subscribes")
+                where = f"{config.file}:{line}" if config.file and line else (config.file or "<config>")
+                raise ConfigError(
+                    f"{where}: key 'processors.subscribes' lacks topic {topic!r}: phase {phase!r} published "
+                    f"to it in the recording but no processor of {', '.join(selection.phases)} subscribes "
+                    "to it, so the cascade would stop there; add it to a processor's 'subscribes' or "
+                    "narrow --phases"
+                )

@@ -1,0 +1,315 @@
+"""The lane executor: replays one lane's entry events through the processors.
+
+A lane is one logical date in cascade mode, and one (date, processor) in
+isolated mode. Entry events are released on the pacing schedule; in cascade
+mode every message a processor publishes is delivered at once, like Pub/Sub
+fan-out, to every selected processor subscribed to its topic (filters
+applied), through a FIFO queue. Each call is one call record (a JSON-ready
+dict) and each publish one replayed OUTPUT event (``source = replay``) with a
+deterministic event id.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import hashlib
+from typing import Any, Callable, Iterable, Mapping
+
+from recorder._envelope import subscription_path
+
+from recorder._logging import get_logger
+from replayer.adapters import Adapter, MissingInputData, Message, ProcessorContext, build_adapter
+from replayer.config import ProcessorConfig, ReplayConfig, Selection
+from replayer.pacing import Clock, LatenessStats, MonotonicClock, Pacer, plan_schedule, Schedule
+from replayer.sandbox import CallResult, PublishCapture, Sandbox
+from schemas import Direction, RecordedEvent, now_micros
+
+log = get_logger(__name__)
+
+#: A message routed more hops than this is not delivered again (a topology loop).
+MAX_CASCADE_HOPS = 64
+#: Exception messages in call records are cut to this length (they may quote data).
+MAX_ERROR_CHARS = 300
+
+CATEGORY_EXCEPTION = "processor_exception"
+CATEGORY_NON_ACK = "non_ack_response"
+CATEGORY_TIMEOUT = "timeout"
+CATEGORY_MISSING = "missing_input_data"
+# Exception type names that mean "what the input points to does not exist".
+_MISSING_DATA_ERRORS = (MissingInputData, FileNotFoundError)
+_MISSING_DATA_NAMES = frozenset({"NotFound"})  # google.api_core.exceptions.NotFound (GCS, BigQuery)
+
+
+_progress_listeners: list[Callable[[str, int, int], None]] = []
+
+
+def add_progress_listener(listener: Callable[[str, int, int], None]) -> Callable[[], None]:
+    """Call ``listener(lane, released, total)`` after every entry release; return a remover.
+
+    Listeners live in this process, so they see lanes run by the in-process runner only.
+    """
+    _progress_listeners.append(listener)
+    return lambda: _progress_listeners.remove(listener)
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryDelivery:
+    """A recorded INPUT event to be delivered to one processor at the start of a chain."""
+
+    event: RecordedEvent
+    processor: str
+
+
+def lane_name(logical_date: dt.date, processor: str | None, mode: str) -> str:
+    """``YYYY-MM-DD`` in cascade mode, ``YYYY-MM-DD.processor`` in isolated mode."""
+    if mode == "isolated" and processor is not None:
+        return f"{logical_date.isoformat()}.{processor}"
+    return logical_date.isoformat()
+
+
+def entry_phases(config: ReplayConfig, selection: Selection) -> tuple[str, ...]:
+    """Phases that receive recorded inputs: the first selected one in cascade, all in isolated."""
+    return selection.phases[:1] if config.replay.mode == "cascade" else selection.phases
+
+
+def _receives_recorded(processor: ProcessorConfig, event: RecordedEvent) -> bool:
+    if processor.filter is not None and not processor.filter.matches(attributes=event.attributes,
+                                                                     data=event.data):
+        return False
+    if event.processor is not None:
+        return event.processor == processor.name
+    return event.topic in processor.subscribes
+
+
+def route_entry_event(event: RecordedEvent, *, config: ReplayConfig,
+                      selection: Selection) -> list[tuple[str, EntryDelivery]]:
+    """Return ``(lane, delivery)`` for every processor that gets ``event`` as an entry event.
+
+    A recorded INPUT that names its processor goes to that processor; one
+    without a processor (e.g. from a tap) goes to every processor of its phase
+    subscribed to its topic.
+    """
+    if event.direction is not Direction.INPUT or event.logical_date not in selection.dates:
+        return []
+    if event.phase not in entry_phases(config, selection):
+        return []
+    if not selection.selects(attributes=event.attributes, data=event.data):
+        return []
+    return [
+        (lane_name(event.logical_date, processor.name, config.replay.mode), EntryDelivery(event, processor.name))
+        for processor in config.processors_of(event.phase)
+        if _receives_recorded(processor, event)
+    ]
+
+
+def replay_event_id(causation_id: str, processor: str, ordinal: int) -> str:
+    """Deterministic id of a replayed output: ``r-`` + 24 hex chars of a SHA-256."""
+    digest = hashlib.sha256(f"{causation_id}\x1f{processor}\x1f{ordinal}".encode("utf-8")).hexdigest()
+    return "r-" + digest[:24]
+
+
+def plan_lane(deliveries: Iterable[EntryDelivery], *, speed: float | None,
+              max_gap_s: float | None) -> Schedule[EntryDelivery]:
+    """The release schedule of a lane's entry deliveries."""
+    return plan_schedule(
+        deliveries,
+        publish_time=lambda d: d.event.publish_time,
+        event_id=lambda d: f"{d.event.event_id}\x00{d.processor}",
+        ordering_key=lambda d: f"{d.processor}\x00{d.event.ordering_key}" if d.event.ordering_key else None,
+        speed=speed, max_gap_s=max_gap_s,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class LaneResult:
+    """Everything one lane produced: outputs, call records and pacing figures."""
+
+    lane: str
+    logical_date: dt.date
+    outputs: tuple[RecordedEvent, ...]
+    calls: tuple[dict[str, Any], ...]
+    lateness: LatenessStats
+    lateness_micros: tuple[int, ...]
+    planned_duration_micros: int
+    gaps_shortened: int
+    unrouted_outputs: int
+    abandoned_calls: int
+
+
+@dataclasses.dataclass
+class _Pending:
+    """A message waiting for delivery to one processor."""
+
+    processor: ProcessorConfig
+    message: Message
+    causation_id: str
+    correlation_id: str | None
+    recorded: bool
+    hops: int
+    offset_micros: int | None = None
+    lateness_micros: int | None = None
+
+
+def categorize(result: CallResult, ack: bool | None) -> tuple[str, str | None]:
+    """Return ``(outcome, category)`` of a call, as the call record states them."""
+    if result.timed_out:
+        return "timeout", CATEGORY_TIMEOUT
+    if result.error is not None:
+        error = result.error
+        outcome = f"error:{type(error).__name__}"
+        if isinstance(error, _MISSING_DATA_ERRORS) or type(error).__name__ in _MISSING_DATA_NAMES:
+            return outcome, CATEGORY_MISSING
+        return outcome, CATEGORY_EXCEPTION
+    if ack:
+        return "ack", None
+    return "nack", CATEGORY_NON_ACK
+
+
+class LaneExecutor:
+    """Runs lanes of a replay; adapters are built once and reused across lanes.
+
+    ``clock`` paces entry events (a :class:`replayer.pacing.ManualClock` in
+    tests); ``adapters`` may be given to reuse already-built ones.
+    """
+
+    def __init__(self, config: ReplayConfig, selection: Selection, *, clock: Clock | None = None,
+                 adapters: Mapping[str, Adapter] | None = None) -> None:
+        self.config = config
+        self.selection = selection
+        self.clock = clock or MonotonicClock()
+        self._adapters: dict[str, Adapter] = dict(adapters or {})
+        self._subscribers: dict[str, list[ProcessorConfig]] = collections.defaultdict(list)
+        for processor in config.processors:
+            if processor.phase in selection.phases:
+                for topic in processor.subscribes:
+                    self._subscribers[topic].append(processor)
+
+    def adapter(self, processor: ProcessorConfig) -> Adapter:
+        if processor.name not in self._adapters:
+            self._adapters[processor.name] = build_adapter(processor, config=self.config)
+        return self._adapters[processor.name]
+
+    def close(self) -> None:
+        for adapter in self._adapters.values():
+            adapter.close()
+
+    def run(self, lane: str, deliveries: Iterable[EntryDelivery], *, logical_date: dt.date) -> LaneResult:
+        """Replay one lane: paced entry deliveries, then (cascade) their routed outputs."""
+        schedule = plan_lane(deliveries, speed=self.config.replay.speed, max_gap_s=self.config.replay.max_gap_s)
+        state: dict[str, dict] = collections.defaultdict(dict)
+        outputs: list[RecordedEvent] = []
+        calls: list[dict[str, Any]] = []
+        unrouted = 0
+        for processor in self.config.processors:
+            if processor.phase in self.selection.phases:
+                self.adapter(processor)  # import targets now, so the first release is not late
+        pacer = Pacer(self.clock, paced=self.config.replay.speed is not None)
+        log.info("replay.lane_started", lane=lane, date=logical_date.isoformat(),
+                 records=len(schedule.releases), planned_duration_s=schedule.planned_duration_s)
+        with Sandbox(self.config.sandbox) as sandbox:
+            total = len(schedule.releases)
+            for released, release in enumerate(schedule.releases, start=1):
+                delivery = release.item
+                lateness = pacer.wait_for(release.offset_micros)
+                queue: collections.deque[_Pending] = collections.deque()
+                queue.append(self._entry_pending(delivery, release.offset_micros, lateness))
+                while queue:
+                    pending = queue.popleft()
+                    produced = self._call(sandbox, lane, logical_date, pending, state, calls)
+                    outputs.extend(produced)
+                    if self.config.replay.mode != "cascade":
+                        continue
+                    for output in produced:
+                        routed = self._route(output, pending.hops + 1)
+                        if not routed:
+                            unrouted += 1
+                        queue.extend(routed)
+                for listener in list(_progress_listeners):
+                    listener(lane, released, total)
+            abandoned = sandbox.abandoned_workers
+        stats = pacer.stats()
+        log.info("replay.lane_finished", lane=lane, date=logical_date.isoformat(), records=len(calls),
+                 outputs=len(outputs), lateness_p99_ms=stats.p99_ms)
+        return LaneResult(lane=lane, logical_date=logical_date, outputs=tuple(outputs), calls=tuple(calls),
+                          lateness=stats, lateness_micros=tuple(pacer.lateness_micros),
+                          planned_duration_micros=schedule.planned_duration_micros,
+                          gaps_shortened=schedule.gaps_shortened, unrouted_outputs=unrouted,
+                          abandoned_calls=abandoned)
+
+    # ------------------------------------------------------------------ steps
+
+    def _entry_pending(self, delivery: EntryDelivery, offset: int, lateness: int) -> _Pending:
+        event = delivery.event
+        processor = self.config.processor(delivery.processor)
+        subscription = subscription_path(self.config.replay.project,
+                                         event.subscription or processor.subscription_name)
+        message = Message(message_id=event.event_id, data=event.data, attributes=dict(event.attributes),
+                          publish_time=event.publish_time, ordering_key=event.ordering_key,
+                          topic=event.topic, subscription=subscription,
+                          delivery_attempt=event.delivery_attempt)
+        return _Pending(processor=processor, message=message, causation_id=event.event_id,
+                        correlation_id=event.correlation_id, recorded=True, hops=0,
+                        offset_micros=offset, lateness_micros=lateness)
+
+    def _route(self, output: RecordedEvent, hops: int) -> list[_Pending]:
+        if hops > MAX_CASCADE_HOPS:
+            log.warning("replay.cascade_loop", topic=output.topic, processor=output.processor, hops=hops)
+            return []
+        routed = []
+        for processor in self._subscribers.get(output.topic or "", ()):
+            if not processor.accepts(topic=output.topic, attributes=output.attributes, data=output.data):
+                continue
+            message = Message(
+                message_id=output.event_id, data=output.data, attributes=dict(output.attributes),
+                publish_time=output.publish_time, ordering_key=output.ordering_key, topic=output.topic,
+                subscription=subscription_path(self.config.replay.project, processor.subscription_name),
+            )
+            routed.append(_Pending(processor=processor, message=message, causation_id=output.event_id,
+                                   correlation_id=output.correlation_id, recorded=False, hops=hops))
+        return routed
+
+    def _call(self, sandbox: Sandbox, lane: str, logical_date: dt.date, pending: _Pending,
+              state: dict[str, dict], calls: list[dict[str, Any]]) -> list[RecordedEvent]:
+        processor = pending.processor
+        capture = PublishCapture(lambda ordinal: replay_event_id(pending.causation_id, processor.name, ordinal))
+        ctx = ProcessorContext(
+            publisher=capture.publish,
+            state=state[processor.name] if processor.stateful else {},
+            logical_date=logical_date, processor=processor.name, phase=processor.phase,
+        )
+        adapter = self.adapter(processor)
+        result = sandbox.call(lambda: adapter.deliver(pending.message, ctx), capture=capture,
+                              timeout_s=processor.timeout_s, publish_time_micros=pending.message.publish_time)
+        delivery = result.value
+        outcome, category = categorize(result, delivery.ack if delivery is not None else None)
+        error = None
+        if result.error is not None:
+            error = f"{type(result.error).__name__}: {result.error}"[:MAX_ERROR_CHARS]
+        elif result.timed_out:
+            error = f"no answer within timeout_s={processor.timeout_s}"
+        if category is not None:
+            log.warning("replay.call_failed", lane=lane, phase=processor.phase, processor=processor.name,
+                        event_id=pending.message.message_id, outcome=outcome, category=category)
+        produced = [
+            RecordedEvent(
+                event_id=published.message_id, logical_date=logical_date, phase=processor.phase,
+                direction=Direction.OUTPUT, publish_time=pending.message.publish_time + published.elapsed_micros,
+                data=published.data, source="replay", record_time=now_micros(), processor=processor.name,
+                topic=published.topic, ordering_key=published.ordering_key, attributes=published.attributes,
+                content_type=published.content_type, correlation_id=pending.correlation_id,
+                causation_id=pending.causation_id,
+            )
+            for published in list(capture.published)
+        ]
+        calls.append({
+            "lane": lane, "logical_date": logical_date.isoformat(), "phase": processor.phase,
+            "processor": processor.name, "input_event_id": pending.message.message_id,
+            "input_topic": pending.message.topic, "recorded_input": pending.recorded, "outcome": outcome,
+            "category": category, "status": delivery.status if delivery is not None else None,
+            "error": error, "handling_micros": result.handling_micros,
+            "scheduled_offset_micros": pending.offset_micros, "lateness_micros": pending.lateness_micros,
+            "outputs": len(produced),
+        })
+        return produced

@@ -1,0 +1,346 @@
+"""``run_replay``: plan a replay, run the Beam pipeline, and hand the results to the report.
+
+Planning reads the selected partitions once in the launcher: it resolves
+dates and phases, rejects a cascade whose recorded output topics reach no
+selected processor, and computes the release schedule of every lane, so the
+planned duration is known before anything runs (``dry_run`` stops there).
+The run writes ``<out>/archive`` (replayed outputs), ``<out>/calls/*.jsonl``,
+``<out>/lanes.json`` and ``<out>/run.json``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+
+from recorder._logging import get_logger
+from recorder._reader import ArchiveReader
+from recorder._storage import join_uri, open_storage
+from replayer.config import (
+    ReplayConfig, Selection, ValueMatch, apply_overrides, check_cascade_routing, load_config,
+    parse_where, resolve_dates, select_phases,
+)
+from replayer.errors import ConfigError, MissingExtraError
+from replayer.lane import EntryDelivery, plan_lane, route_entry_event
+from replayer.pacing import count_out_of_order, lateness_stats
+from schemas import Direction, RecordedEvent, micros_to_rfc3339, now_micros
+
+log = get_logger(__name__)
+
+CATEGORIES = ("missing_input_data", "processor_exception", "non_ack_response", "timeout")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayPlan:
+    """What a run will do, known before it starts.
+
+    ``entries`` counts entry deliveries per (phase, processor);
+    ``planned_duration_s`` is the sum of the lanes' schedules, because the
+    in-process runner replays lanes one after another.
+    """
+
+    config: ReplayConfig
+    selection: Selection
+    lanes: Mapping[str, int]
+    entries: Mapping[tuple[str, str], int]
+    planned_duration_s: float
+    gaps_shortened: int
+    out_of_order: int
+    recorded_events: tuple[RecordedEvent, ...]
+    read_stats: Mapping[str, Any]
+
+    def describe(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (what ``--dry-run`` prints)."""
+        return {
+            "mode": self.config.replay.mode,
+            "dates": [d.isoformat() for d in self.selection.dates],
+            "phases": list(self.selection.phases),
+            "speed": "max" if self.config.replay.speed is None else self.config.replay.speed,
+            "lanes": dict(self.lanes),
+            "entry_events": [{"phase": phase, "processor": processor, "events": count}
+                             for (phase, processor), count in sorted(self.entries.items())],
+            "planned_duration_s": round(self.planned_duration_s, 6),
+            "gaps_shortened": self.gaps_shortened,
+            "out_of_order": self.out_of_order,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """A finished (or dry) run: where its output is, its call records and ``run.json`` content.
+
+    ``exit_code`` is the report's (non-zero when a threshold is exceeded), or 0.
+    """
+
+    out_dir: str
+    calls: tuple[dict[str, Any], ...]
+    run_meta: dict[str, Any]
+    plan: ReplayPlan
+    report: Any = None
+    exit_code: int = 0
+    summary: tuple[dict[str, Any], ...] = ()
+
+
+def _selection(config: ReplayConfig, reader: ArchiveReader, overrides: Mapping[str, Any]) -> Selection:
+    available: list[dt.date] = []
+    if overrides.get("date") is None and (overrides.get("start_date") is None
+                                          or overrides.get("end_date") is None):
+        available = sorted({p.date for p in reader.list_partitions()})
+    dates = resolve_dates(date=overrides.get("date"), start_date=overrides.get("start_date"),
+                          end_date=overrides.get("end_date"), available=available)
+    if not dates:
+        raise ConfigError(f"archive {config.archive.uri!r} holds no dates; record some or pass --date")
+    phases = select_phases(config, phases=overrides.get("phases"), start_phase=overrides.get("start_phase"),
+                           skip_phase=overrides.get("skip_phase") or ())
+    where: list[ValueMatch] = []
+    for clause in overrides.get("where") or ():
+        where.append(clause if isinstance(clause, ValueMatch) else parse_where(clause))
+    return Selection(dates=dates, phases=phases, where=tuple(where))
+
+
+def plan_replay(config: ReplayConfig, selection: Selection, *, in_process: bool = True) -> ReplayPlan:
+    """Read the selected partitions and compute every lane's schedule; nothing is replayed."""
+    reader = ArchiveReader(config.archive.uri, dedupe=not config.replay.resend_redeliveries)
+    recorded: list[RecordedEvent] = []
+    lanes: dict[str, list[EntryDelivery]] = collections.defaultdict(list)
+    output_topics: dict[str, set[str]] = collections.defaultdict(set)
+    for day in selection.dates:
+        for event in reader.read(start_date=day, end_date=day, phases=selection.phases):
+            recorded.append(event)
+            if event.direction is Direction.OUTPUT and event.topic:
+                output_topics[event.phase].add(event.topic)
+            for lane, delivery in route_entry_event(event, config=config, selection=selection):
+                lanes[lane].append(delivery)
+    check_cascade_routing(config, selection, output_topics)
+    durations, gaps, out_of_order = [], 0, 0
+    entries: dict[tuple[str, str], int] = collections.Counter()
+    for deliveries in lanes.values():
+        schedule = plan_lane(deliveries, speed=config.replay.speed, max_gap_s=config.replay.max_gap_s)
+        durations.append(schedule.planned_duration_s)
+        gaps += schedule.gaps_shortened
+        out_of_order += count_out_of_order(d.event.publish_time for d in deliveries)
+        for delivery in deliveries:
+            entries[(delivery.event.phase, delivery.processor)] += 1
+    planned = sum(durations) if in_process else max(durations, default=0.0)
+    stats = reader.stats
+    read_stats = {"files_read": stats.files_read, "records_read": stats.records_read,
+                  "duplicates_removed": stats.duplicates_removed,
+                  "damaged": [damaged.to_dict() for damaged in stats.damaged]}
+    return ReplayPlan(config=config, selection=selection,
+                      lanes={lane: len(items) for lane, items in sorted(lanes.items())},
+                      entries=dict(entries), planned_duration_s=planned, gaps_shortened=gaps,
+                      out_of_order=out_of_order, recorded_events=tuple(recorded), read_stats=read_stats)
+
+
+def _check_output_folder(out_dir: str) -> None:
+    storage = open_storage(out_dir)
+    for name in ("run.json", "lanes.json"):
+        if storage.exists(join_uri(out_dir, name)):
+            raise ConfigError(
+                f"output folder {out_dir!r} already holds a replay ({name}); pass another --output "
+                "or remove it, since replay outputs are never overwritten"
+            )
+
+
+def _read_calls(out_dir: str) -> list[dict[str, Any]]:
+    storage = open_storage(out_dir)
+    calls: list[dict[str, Any]] = []
+    try:
+        infos = list(storage.list(join_uri(out_dir, "calls")))
+    except FileNotFoundError:
+        return calls
+    for info in infos:
+        for line in storage.read_bytes(info.uri).splitlines():
+            if line.strip():
+                calls.append(json.loads(line))
+    return calls
+
+
+def summarize_calls(calls: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per phase and processor: inputs replayed, outputs, errors by category, handling time, lateness."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = collections.defaultdict(list)
+    for call in calls:
+        groups[(call["phase"], call["processor"])].append(call)
+    rows = []
+    for (phase, processor), items in sorted(groups.items()):
+        handling = sorted(call["handling_micros"] for call in items)
+        lateness = [call["lateness_micros"] for call in items if call.get("lateness_micros") is not None]
+        errors = collections.Counter(call["category"] for call in items if call["category"])
+        stats = lateness_stats(lateness)
+        rows.append({
+            "phase": phase, "processor": processor, "inputs": len(items),
+            "recorded_inputs": sum(1 for call in items if call["recorded_input"]),
+            "outputs": sum(call["outputs"] for call in items),
+            "errors": {category: errors.get(category, 0) for category in CATEGORIES},
+            "handling_ms": {"total": round(sum(handling) / 1000, 3),
+                            "p50": round(handling[(len(handling) - 1) // 2] / 1000, 3) if handling else 0.0,
+                            "max": round(handling[-1] / 1000, 3) if handling else 0.0},
+            "lateness_ms": {"p50": stats.p50_ms, "p99": stats.p99_ms, "max": stats.max_ms},
+        })
+    return rows
+
+
+def _read_replayed(out_dir: str) -> list[RecordedEvent]:
+    if not _has_archive(out_dir):
+        return []
+    return list(ArchiveReader(join_uri(out_dir, "archive"), dedupe=False).read())
+
+
+def _learn_noise(plan: ReplayPlan, out_dir: str, replayed: list[RecordedEvent], noise_runs: int,
+                 beam_args: Sequence[str]) -> Any:
+    """Replay ``noise_runs`` more times into ``<out>/noise/run-N`` and learn the fields that vary."""
+    from pipelines.replay import run_replay_pipeline
+    from replayer.diff import learn_noise, parse_diff_rules
+
+    runs = [replayed]
+    for index in range(1, noise_runs + 1):
+        run_dir = join_uri(out_dir, "noise", f"run-{index}")
+        run_replay_pipeline(config=plan.config, selection=plan.selection, out_dir=run_dir, beam_args=beam_args)
+        runs.append(_read_replayed(run_dir))
+    rules = plan.config.diff if plan.config.diff is not None and not isinstance(plan.config.diff, dict) \
+        else parse_diff_rules(plan.config.diff or {}, file=plan.config.file or "<config>")
+    return learn_noise(runs, rules)
+
+
+def _build_report(plan: ReplayPlan, out_dir: str, calls: list[dict[str, Any]], run_meta: dict[str, Any],
+                  junit_xml: str | None, noise_runs: int | None, beam_args: Sequence[str]) -> tuple[Any, int]:
+    try:
+        from replayer.diff import build_report
+    except ImportError:
+        return None, 0
+    replayed = _read_replayed(out_dir)
+    noise = _learn_noise(plan, out_dir, replayed, noise_runs, beam_args) if noise_runs else None
+    report_dir: str | None = out_dir
+    if "://" in out_dir and not out_dir.startswith("file://"):
+        # NOTE: the report writer writes local files only; for a gs:// output the
+        # report is built and printed but report.json/html are not written.
+        log.warning("replay.report_not_written", archive=out_dir, reason="report files need a local folder")
+        report_dir = None
+    report = build_report(recorded_events=list(plan.recorded_events), replayed_events=replayed, calls=calls,
+                          run_meta=run_meta, config=plan.config, out_dir=report_dir, junit_xml=junit_xml,
+                          noise=noise)
+    return report, int(getattr(report, "exit_code", 0) or 0)
+
+
+def _has_archive(out_dir: str) -> bool:
+    try:
+        return any(True for _ in open_storage(out_dir).list(join_uri(out_dir, "archive")))
+    except FileNotFoundError:
+        return False
+
+
+def run_replay(config: ReplayConfig | str | Path, *, on_plan: Callable[[ReplayPlan], None] | None = None,
+               **overrides: Any) -> RunResult:
+    """Replay the selected dates and phases of an archive through the configured processors.
+
+    ``overrides`` are the command-line options: ``archive``, ``date``,
+    ``start_date``, ``end_date``, ``phases``, ``start_phase``, ``skip_phase``,
+    ``mode``, ``speed``, ``max_gap_s``, ``where``, ``output``,
+    ``resend_redeliveries``, ``clock``, ``beam_args``, ``dry_run``,
+    ``junit_xml``, ``noise_runs``. ``on_plan`` is called with the plan before
+    anything runs (the CLI prints the planned duration there).
+    """
+    known = {"archive", "date", "start_date", "end_date", "phases", "start_phase", "skip_phase", "mode",
+             "speed", "max_gap_s", "where", "output", "resend_redeliveries", "clock", "beam_args", "dry_run",
+             "junit_xml", "noise_runs", "project"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"run_replay() got unknown option {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    if not isinstance(config, ReplayConfig):
+        config = load_config(config)
+    config = apply_overrides(config, archive=overrides.get("archive"), mode=overrides.get("mode"),
+                             speed=overrides.get("speed"), max_gap_s=overrides.get("max_gap_s"),
+                             output=overrides.get("output"), project=overrides.get("project"),
+                             resend_redeliveries=overrides.get("resend_redeliveries"),
+                             clock=overrides.get("clock"))
+    if not config.archive.uri:
+        raise ConfigError("no archive given: set [archive] uri in replay.toml or pass --archive")
+    beam_args = list(overrides.get("beam_args") or ())
+    in_process = not any(arg.split("=", 1)[-1].lower() not in ("directrunner", "direct", "fnapirunner")
+                         for arg in beam_args if arg.startswith("--runner"))
+    reader = ArchiveReader(config.archive.uri)
+    selection = _selection(config, reader, overrides)
+    plan = plan_replay(config, selection, in_process=in_process)
+    out_dir = config.replay.output
+    if overrides.get("dry_run"):
+        return RunResult(out_dir=out_dir, calls=(), run_meta={"plan": plan.describe(), "dry_run": True}, plan=plan)
+    _check_output_folder(out_dir)
+    if on_plan is not None:
+        on_plan(plan)
+    try:
+        from pipelines.replay import run_replay_pipeline
+    except ImportError as error:
+        if "apache_beam" in str(error):
+            raise MissingExtraError("apache-beam", "replay") from error
+        raise
+    started_at = now_micros()
+    started = time.perf_counter()
+    log.info("replay.started", archive=config.archive.uri, mode=config.replay.mode,
+             dates=[d.isoformat() for d in selection.dates], phases=list(selection.phases),
+             planned_duration_s=round(plan.planned_duration_s, 3))
+    outcome = run_replay_pipeline(config=config, selection=selection, out_dir=out_dir, beam_args=beam_args)
+    calls = _read_calls(out_dir) if outcome.in_process else []
+    lanes = []
+    storage = open_storage(out_dir)
+    if outcome.in_process and storage.exists(join_uri(out_dir, "lanes.json")):
+        lanes = json.loads(storage.read_bytes(join_uri(out_dir, "lanes.json")))
+    lateness = lateness_stats(value for lane in lanes for value in lane["lateness_micros"])
+    run_meta = {
+        "mode": config.replay.mode, "dates": [d.isoformat() for d in selection.dates],
+        "phases": list(selection.phases),
+        "speed": "max" if config.replay.speed is None else config.replay.speed,
+        "config": config.file, "archive": config.archive.uri,
+        "started_at": micros_to_rfc3339(started_at), "finished_at": micros_to_rfc3339(now_micros()),
+        "planned_duration_s": round(plan.planned_duration_s, 6),
+        "elapsed_s": round(time.perf_counter() - started, 3),
+        "pacing": {"p50_ms": lateness.p50_ms, "p99_ms": lateness.p99_ms, "max_ms": lateness.max_ms,
+                   "releases": lateness.releases},
+        "gaps_shortened": plan.gaps_shortened, "out_of_order": plan.out_of_order,
+        "read": dict(plan.read_stats), "where": [clause.describe() for clause in selection.where],
+        "runner": outcome.runner, "pipeline_state": outcome.state, "counters": outcome.counters,
+        "abandoned_calls": sum(lane.get("abandoned_calls", 0) for lane in lanes),
+        "unrouted_outputs": sum(lane.get("unrouted_outputs", 0) for lane in lanes),
+    }
+    storage.write_new(join_uri(out_dir, "run.json"), json.dumps(run_meta, indent=2, sort_keys=True).encode())
+    log.info("replay.finished", archive=config.archive.uri, records=len(calls),
+             elapsed_s=run_meta["elapsed_s"], lateness_p99_ms=lateness.p99_ms)
+    report, exit_code = (None, 0)
+    if outcome.in_process:
+        report, exit_code = _build_report(plan, out_dir, calls, run_meta, overrides.get("junit_xml"),
+                                          overrides.get("noise_runs"), beam_args)
+    return RunResult(out_dir=out_dir, calls=tuple(calls), run_meta=run_meta, plan=plan, report=report,
+                     exit_code=exit_code, summary=tuple(summarize_calls(calls)))
+
+
+def plan_lines(plan: ReplayPlan) -> list[str]:
+    """Human-readable lines of a plan (dry run, and before a run starts)."""
+    description = plan.describe()
+    lines = [f"mode {description['mode']}, speed {description['speed']}, dates "
+             f"{', '.join(description['dates'])}, phases {', '.join(description['phases'])}"]
+    for row in description["entry_events"]:
+        lines.append(f"  {row['phase']}/{row['processor']}: {row['events']} entry events")
+    lines.append(f"planned duration {description['planned_duration_s']:.3f} s "
+                 f"({description['gaps_shortened']} gaps shortened, {description['out_of_order']} events "
+                 "out of time order in the archive)")
+    return lines
+
+
+def summary_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The per phase and processor table printed at the end of a run."""
+    header = (f"{'phase':<10} {'processor':<20} {'inputs':>6} {'outputs':>7} {'missing':>7} {'except':>6} "
+              f"{'nonack':>6} {'timeout':>7} {'handling_ms':>11} {'late_p99_ms':>11}")
+    lines = [header]
+    for row in rows:
+        errors = row["errors"]
+        lines.append(
+            f"{row['phase']:<10} {row['processor']:<20} {row['inputs']:>6} {row['outputs']:>7} "
+            f"{errors['missing_input_data']:>7} {errors['processor_exception']:>6} "
+            f"{errors['non_ack_response']:>6} {errors['timeout']:>7} {row['handling_ms']['total']:>11.1f} "
+            f"{row['lateness_ms']['p99']:>11.3f}")
+    return lines

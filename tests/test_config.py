@@ -1,0 +1,177 @@
+"""replay.toml parsing: valid files, overrides, and rejections that name file, line, key and value."""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+
+import pytest
+
+from replayer.config import (
+    Selection,
+    apply_overrides,
+    check_cascade_routing,
+    load_config,
+    parse_where,
+    resolve_dates,
+    select_phases,
+)
+from replayer.errors import ConfigError
+
+VALID = """\
+phases = ["phase2", "phase3", "phase4", "phase5", "phase6"]
+[archive]
+uri = "./archive"
+time_zone = "America/New_York"
+[replay]
+mode = "cascade"
+speed = 60
+max_gap_s = 300
+[sandbox]
+env = { DATASET_PREFIX = "test_", GCS_PREFIX = "test/" }
+clock = "recorded"
+[[processors]]
+name = "box_scores"
+phase = "phase2"
+adapter = "callable"
+target = "tests.topology.processors:box_scores"
+subscribes = ["raw-games"]
+filter = { attribute = "scraper", equals = "bdl" }
+[[processors]]
+name = "orchestrator"
+phase = "phase3"
+adapter = "callable"
+target = "tests.topology.processors:orchestrator"
+subscribes = ["phase2-complete"]
+stateful = true
+timeout_s = 5
+"""
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "replay.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _reject(tmp_path, text: str) -> str:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return str(caught.value)
+
+
+def test_valid_file_parses(tmp_path):
+    """A complete file becomes frozen dataclasses with the file's values."""
+    config = load_config(_write(tmp_path, VALID))
+    assert config.phases[0] == "phase2"
+    assert config.replay.speed == 60.0
+    assert config.replay.max_gap_s == 300.0
+    assert dict(config.sandbox.env) == {"DATASET_PREFIX": "test_", "GCS_PREFIX": "test/"}
+    assert config.processor("orchestrator").stateful is True
+    assert config.processor("orchestrator").timeout_s == 5.0
+    assert config.processor("box_scores").filter.attribute == "scraper"
+
+
+def test_unknown_top_level_key(tmp_path):
+    """An unknown key names the file, its line and the key."""
+    message = _reject(tmp_path, VALID.replace("[archive]", "speedup = 2\n[archive]"))
+    assert f"{tmp_path / 'replay.toml'}:2: key 'speedup' = 2 is not a known key" in message
+
+
+def test_unknown_processor_key(tmp_path):
+    """An unknown key inside [[processors]] names its index and line."""
+    message = _reject(tmp_path, VALID.replace("stateful = true", "statefull = true"))
+    assert ":25: key 'processors[1].statefull' = True is not a known key" in message
+
+
+def test_unknown_phase(tmp_path):
+    """A processor in a phase that is not listed is rejected with the phases allowed."""
+    message = _reject(tmp_path, VALID.replace('phase = "phase3"', 'phase = "phase9"'))
+    assert "key 'processors[1].phase' = 'phase9' is not a known phase; phases are phase2" in message
+    assert ":21:" in message
+
+
+def test_target_not_importable(tmp_path):
+    """A target whose module does not import is rejected before the run."""
+    message = _reject(tmp_path, VALID.replace("tests.topology.processors:orchestrator",
+                                              "tests.topology.nope:orchestrator"))
+    assert "key 'processors[1].target' = 'tests.topology.nope:orchestrator' cannot be imported" in message
+    assert "ModuleNotFoundError" in message
+
+
+def test_target_attribute_missing(tmp_path):
+    """A target naming a missing attribute is rejected naming module and attribute."""
+    message = _reject(tmp_path, VALID.replace("processors:orchestrator", "processors:orchestrate"))
+    assert "module 'tests.topology.processors' has no attribute 'orchestrate'" in message
+
+
+def test_bad_adapter(tmp_path):
+    """An adapter outside callable/wsgi/http is rejected with the choices."""
+    message = _reject(tmp_path, VALID.replace('adapter = "callable"\ntarget = "tests.topology.processors:box',
+                                              'adapter = "grpc"\ntarget = "tests.topology.processors:box'))
+    assert "key 'processors[0].adapter' = 'grpc' is not an adapter; use one of callable, wsgi, http" in message
+
+
+def test_bad_speed(tmp_path):
+    """A speed that is neither positive nor 'max' is rejected."""
+    message = _reject(tmp_path, VALID.replace("speed = 60", "speed = -3"))
+    assert ":7: key 'replay.speed' = -3 is invalid" in message
+
+
+def test_http_needs_url(tmp_path):
+    """The http adapter needs a URL."""
+    message = _reject(tmp_path, VALID.replace('adapter = "callable"\ntarget = "tests.topology.processors:box',
+                                              'adapter = "http"\ntarget = "tests.topology.processors:box'))
+    assert "key 'processors[0].url' = None is required for the http adapter" in message
+
+
+def test_cascade_topic_without_subscriber(tmp_path):
+    """A recorded output topic of a non-last phase that no processor subscribes to is rejected."""
+    config = load_config(_write(tmp_path, VALID))
+    selection = Selection(dates=(dt.date(2024, 3, 9),), phases=("phase2", "phase3"))
+    check_cascade_routing(config, selection, {"phase2": {"phase2-complete"}, "phase3": {"phase3-trigger"}})
+    with pytest.raises(ConfigError, match="lacks topic 'phase2-errors': phase 'phase2' published"):
+        check_cascade_routing(config, selection, {"phase2": {"phase2-complete", "phase2-errors"}})
+
+
+def test_overrides_replace_file_values(tmp_path):
+    """Command-line values replace the file's; None keeps them."""
+    config = apply_overrides(load_config(_write(tmp_path, VALID)), mode="isolated", speed="max",
+                             max_gap_s=5, output="/tmp/out", archive="gs://b/a")
+    assert config.replay.mode == "isolated"
+    assert config.replay.speed is None
+    assert config.replay.max_gap_s == 5.0
+    assert config.replay.output == "/tmp/out"
+    assert config.archive.uri == "gs://b/a"
+    assert config.archive.time_zone == "America/New_York"
+
+
+def test_phase_selection(tmp_path):
+    """--phases ranges map numbers to phases; --start-phase and --skip-phase narrow them."""
+    config = load_config(_write(tmp_path, VALID))
+    assert select_phases(config, phases="3-5") == ("phase3", "phase4", "phase5")
+    assert select_phases(config, phases="phase6,2") == ("phase2", "phase6")
+    assert select_phases(config, start_phase="4", skip_phase=["phase5"]) == ("phase4", "phase6")
+    with pytest.raises(ConfigError, match="'--phases' = '7' is not a configured phase"):
+        select_phases(config, phases="2-7")
+
+
+def test_where_parsing():
+    """--where KEY=VALUE is an attribute match, /pointer=VALUE a payload match."""
+    by_attribute = parse_where("game_id=g1")
+    by_pointer = parse_where("/game/id=42")
+    assert by_attribute.matches(attributes={"game_id": "g1"}, data=b"{}")
+    assert not by_attribute.matches(attributes={"game_id": "g2"}, data=b"{}")
+    assert by_pointer.matches(attributes={}, data=b'{"game": {"id": 42}}')
+    assert not by_pointer.matches(attributes={}, data=b"not json")
+    with pytest.raises(ConfigError, match="expected ATTRIBUTE=VALUE"):
+        parse_where("game_id")
+
+
+def test_date_range():
+    """--start-date/--end-date expand to every day, inclusive."""
+    days = resolve_dates(start_date="2024-03-30", end_date="2024-04-01")
+    assert days == (dt.date(2024, 3, 30), dt.date(2024, 3, 31), dt.date(2024, 4, 1))
+    with pytest.raises(ConfigError, match="exclude each other"):
+        resolve_dates(date="2024-03-09", start_date="2024-03-01")

@@ -1,0 +1,159 @@
+"""The sandbox: environment, recorded clock, publish capture, timeouts, and the Pub/Sub guard."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import time
+
+from google.cloud import pubsub_v1
+
+from replayer.config import SandboxSettings
+from replayer.sandbox import PublishCapture, Sandbox, SandboxViolation
+from schemas import datetime_to_micros
+
+PUBLISHED_AT = datetime_to_micros(dt.datetime(2024, 3, 9, 23, 30, tzinfo=dt.timezone.utc))
+
+
+def _capture() -> PublishCapture:
+    return PublishCapture(lambda ordinal: f"id-{ordinal}")
+
+
+def test_environment_set_and_restored(monkeypatch):
+    """Configured variables are visible during the call and restored after it."""
+    monkeypatch.setenv("DATASET_PREFIX", "prod_")
+    monkeypatch.delenv("GCS_PREFIX", raising=False)
+    settings = SandboxSettings(env=(("DATASET_PREFIX", "test_"), ("GCS_PREFIX", "test/")), clock="wall")
+    with Sandbox(settings) as sandbox:
+        result = sandbox.call(lambda: (os.environ["DATASET_PREFIX"], os.environ["GCS_PREFIX"]),
+                              capture=_capture(), timeout_s=5, publish_time_micros=PUBLISHED_AT)
+    assert result.value == ("test_", "test/")
+    assert os.environ["DATASET_PREFIX"] == "prod_"
+    assert "GCS_PREFIX" not in os.environ
+
+
+def test_recorded_clock_sees_publish_time():
+    """With clock 'recorded' the processor's now is the input's publish time."""
+    with Sandbox(SandboxSettings(clock="recorded")) as sandbox:
+        result = sandbox.call(lambda: dt.datetime.now(dt.timezone.utc), capture=_capture(), timeout_s=5,
+                              publish_time_micros=PUBLISHED_AT)
+    seen = datetime_to_micros(result.value)
+    assert PUBLISHED_AT <= seen < PUBLISHED_AT + 1_000_000
+    assert dt.datetime.now(dt.timezone.utc).year > 2024
+
+
+def test_wall_clock_is_untouched():
+    """With clock 'wall' the processor sees the real time."""
+    with Sandbox(SandboxSettings(clock="wall")) as sandbox:
+        result = sandbox.call(time.time, capture=_capture(), timeout_s=5, publish_time_micros=PUBLISHED_AT)
+    assert abs(result.value - time.time()) < 5
+
+
+def test_publisher_client_is_captured():
+    """PublisherClient.publish inside a call returns a resolved future with the deterministic id."""
+    capture = _capture()
+
+    def processor():
+        client = pubsub_v1.PublisherClient()
+        first = client.publish("projects/p/topics/scores-out", b"{}", kind="total").result(timeout=1)
+        second = client.publish("projects/p/topics/scores-out", b"[]", ordering_key="g1").result(timeout=1)
+        return first, second
+
+    with Sandbox(SandboxSettings(clock="wall")) as sandbox:
+        result = sandbox.call(processor, capture=capture, timeout_s=10, publish_time_micros=PUBLISHED_AT)
+    assert result.error is None
+    assert result.value == ("id-0", "id-1")
+    assert [(p.topic, p.data, p.attributes, p.ordering_key) for p in capture.published] == [
+        ("scores-out", b"{}", {"kind": "total"}, None), ("scores-out", b"[]", {}, "g1")]
+
+
+def test_publish_rejects_non_bytes():
+    """Publishing text instead of bytes fails as it does with the real client."""
+    def processor():
+        return pubsub_v1.PublisherClient().publish("projects/p/topics/t", "text")
+
+    with Sandbox(SandboxSettings(clock="wall")) as sandbox:
+        result = sandbox.call(processor, capture=_capture(), timeout_s=10, publish_time_micros=PUBLISHED_AT)
+    assert isinstance(result.error, TypeError)
+
+
+def test_publish_methods_restored_after_replay():
+    """Leaving the sandbox puts the real publish methods back."""
+    original = pubsub_v1.PublisherClient.publish
+    with Sandbox(SandboxSettings(clock="wall")):
+        assert pubsub_v1.PublisherClient.publish is not original
+    assert pubsub_v1.PublisherClient.publish is original
+
+
+def test_exception_is_the_outcome():
+    """An exception raised by the processor is returned, not raised."""
+    def processor():
+        raise ValueError("bad box score")
+
+    with Sandbox(SandboxSettings(clock="wall")) as sandbox:
+        result = sandbox.call(processor, capture=_capture(), timeout_s=5, publish_time_micros=PUBLISHED_AT)
+    assert isinstance(result.error, ValueError)
+    assert not result.timed_out
+
+
+def test_timeout_abandons_call_and_drops_late_publish():
+    """A call past timeout_s times out; what it publishes afterwards is dropped."""
+    release = threading.Event()
+    finished = threading.Event()
+    capture = _capture()
+    late: list = []
+
+    def hanging():
+        release.wait(10)
+        try:
+            pubsub_v1.PublisherClient().publish("projects/p/topics/t", b"late").result(timeout=1)
+        except SandboxViolation as error:
+            late.append(error)
+        finally:
+            finished.set()
+
+    with Sandbox(SandboxSettings(clock="wall")) as sandbox:
+        started = time.perf_counter()
+        result = sandbox.call(hanging, capture=capture, timeout_s=0.2, publish_time_micros=PUBLISHED_AT)
+        waited = time.perf_counter() - started
+        assert result.timed_out
+        release.set()
+        assert finished.wait(10)
+        follow_up = sandbox.call(lambda: "next", capture=_capture(), timeout_s=5, publish_time_micros=PUBLISHED_AT)
+    assert waited < 2
+    assert follow_up.value == "next"
+    assert capture.published == []
+    assert len(late) == 1
+
+
+def test_real_publisher_publishes_nothing(pubsub_emulator):
+    """A processor publishing with a real PublisherClient to the emulator publishes nothing there."""
+    from google.cloud.pubsub_v1 import SubscriberClient
+
+    project = pubsub_emulator.project
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = SubscriberClient()
+    topic = publisher.topic_path(project, "guard-topic")
+    subscription = subscriber.subscription_path(project, "guard-sub")
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=subscription, topic=topic)
+    # A client made before the replay, as a module-level client in a processor would be.
+    early_client = pubsub_v1.PublisherClient()
+    capture = _capture()
+
+    def processor():
+        inner = pubsub_v1.PublisherClient()
+        inner.publish(topic, b'{"inner": true}').result(timeout=5)
+        early_client.publish(topic, b'{"early": true}').result(timeout=5)
+
+    with Sandbox(SandboxSettings(clock="recorded")) as sandbox:
+        result = sandbox.call(processor, capture=capture, timeout_s=20, publish_time_micros=PUBLISHED_AT)
+    assert result.error is None
+    assert len(capture.published) == 2
+    response = subscriber.pull(subscription=subscription, max_messages=10, return_immediately=True, timeout=10)
+    assert list(response.received_messages) == []
+    # The emulator itself works: a publish outside the replay arrives.
+    publisher.publish(topic, b"outside").result(timeout=10)
+    response = subscriber.pull(subscription=subscription, max_messages=10, timeout=10)
+    assert [m.message.data for m in response.received_messages] == [b"outside"]
