@@ -1,0 +1,163 @@
+"""Exact JSON parsing, canonical text and value rendering for the diff.
+
+Payloads are parsed so that no number changes on the way: integers stay
+Python ints of any size, floating-point values become :class:`JsonFloat`
+(a float that keeps its original text), and ``NaN``, ``Infinity`` and
+``-Infinity`` are accepted. orjson is used only when it cannot lose anything:
+it turns integers outside the 64-bit range into floats and rejects NaN, so
+payloads with a run of 19 or more digits, and payloads orjson rejects, go to
+the exact parser.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from replayer.diff._paths import PatternState
+
+try:
+    import orjson
+except ImportError:  # the exact parser is complete on its own; orjson only makes it faster
+    orjson = None
+
+# Any integer with at most 18 digits fits a signed 64-bit int, which orjson keeps exact.
+_LONG_DIGIT_RUN = re.compile(rb"\d{19}")
+_MAX_EXACT_FLOAT_INT = 2**53
+
+
+class NotJson(ValueError):
+    """The payload is not a JSON document; it is compared as bytes."""
+
+
+class JsonFloat(float):
+    """A floating-point JSON number that remembers its original text (``42.0``, ``1e400``, ``NaN``)."""
+
+    __slots__ = ("text",)
+
+    def __new__(cls, text: str) -> "JsonFloat":
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def parse_exact(data: bytes | str) -> Any:
+    """Parse JSON keeping big integers exact and float texts; raise NotJson when it is not JSON."""
+    try:
+        return json.loads(data, parse_float=JsonFloat, parse_constant=JsonFloat)
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise NotJson(str(error)) from error
+
+
+def parse_fast(data: bytes) -> tuple[Any, bool]:
+    """Parse JSON with orjson when that is lossless, else exactly.
+
+    Returns ``(document, exact)``: ``exact`` is true when floats are
+    :class:`JsonFloat` with their original text, false when they are plain
+    floats from orjson (equal in value, text not kept).
+    """
+    if orjson is not None and not _LONG_DIGIT_RUN.search(data):
+        try:
+            return orjson.loads(data), False
+        except orjson.JSONDecodeError:
+            pass  # NaN, Infinity, 1e400 or not JSON at all: the exact parser decides
+    return parse_exact(data), True
+
+
+def number_text(value: int | float) -> str:
+    """Return the JSON text of a number: the original text when it is known."""
+    text = getattr(value, "text", None)
+    if text is not None:
+        return text
+    if type(value) is int:
+        return str(value)
+    if value != value:
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)
+
+
+class Renderer:
+    """Renders values as JSON text with numbers in their original text.
+
+    ``saw_plain_float`` is set when a float without its original text was
+    rendered, so the caller can re-parse exactly and render again.
+    """
+
+    __slots__ = ("saw_plain_float",)
+
+    def __init__(self) -> None:
+        self.saw_plain_float = False
+
+    def render(self, value: Any) -> str:
+        """Return compact JSON text for ``value``."""
+        kind = type(value)
+        if kind is str:
+            return json.dumps(value, ensure_ascii=False)
+        if kind is bool or value is None:
+            return json.dumps(value)
+        if kind is int or kind is JsonFloat:
+            return number_text(value)
+        if kind is float:
+            self.saw_plain_float = True
+            return number_text(value)
+        if kind is dict:
+            items = (json.dumps(key, ensure_ascii=False) + ":" + self.render(item) for key, item in value.items())
+            return "{" + ",".join(items) + "}"
+        if kind is list:
+            return "[" + ",".join(self.render(item) for item in value) + "]"
+        return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def canonical_number(value: int | float) -> str:
+    """Return one text per numeric value: ``42`` and ``42.0`` agree, ``-0.0`` is ``0``, NaN is ``NaN``."""
+    if type(value) is int:
+        return str(value)
+    if value != value:
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value == int(value) and abs(value) < _MAX_EXACT_FLOAT_INT:
+        return str(int(value))
+    return repr(float(value))
+
+
+def canonical_text(value: Any, ignore: PatternState | None = None, unordered: PatternState | None = None) -> str:
+    """Return a canonical text of ``value``: sorted keys, canonical numbers, ignored paths left out.
+
+    Arrays at an order-insensitive path are sorted by their items' canonical
+    text, so two arrays with the same items in another order agree.
+    """
+    if ignore is not None and ignore.accepting:
+        return "~"
+    kind = type(value)
+    if kind is dict:
+        parts = []
+        for key in sorted(value):
+            child_ignore = ignore.step(key) if ignore is not None else None
+            if child_ignore is not None and child_ignore.accepting:
+                continue
+            child_unordered = unordered.step(key) if unordered is not None else None
+            parts.append(json.dumps(key) + ":" + canonical_text(value[key], child_ignore, child_unordered))
+        return "{" + ",".join(parts) + "}"
+    if kind is list:
+        items = []
+        for index, item in enumerate(value):
+            segment = str(index)
+            child_ignore = ignore.step(segment) if ignore is not None else None
+            child_unordered = unordered.step(segment) if unordered is not None else None
+            items.append(canonical_text(item, child_ignore, child_unordered))
+        if unordered is not None and unordered.accepting:
+            items.sort()
+        return "[" + ",".join(items) + "]"
+    if kind is bool or value is None:
+        return json.dumps(value)
+    if kind is str:
+        return json.dumps(value)
+    return canonical_number(value)

@@ -1,0 +1,101 @@
+"""Threshold checks: each count and latency compared with its configured limit.
+
+A check is ``ok``, ``warn`` (latency above ``warn_s``) or ``fail``; any
+``fail`` makes the report's exit code 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Mapping
+
+from replayer.diff.latency import CRITICAL, WARN, EndToEnd, LatencyRow
+from replayer.diff.match import MatchCounts
+from replayer.diff.rules import Thresholds
+from replayer.diff.validation import Validation
+
+OK = "ok"
+FAIL = "fail"
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One limit applied to one scope (``scope`` holds phase, topic, processor or date)."""
+
+    name: str
+    scope: Mapping[str, str]
+    value: float
+    limit: float | None
+    status: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form used in report.json."""
+        return {"name": self.name, "scope": dict(self.scope), "value": self.value,
+                "limit": self.limit, "status": self.status, "message": self.message}
+
+
+def _count_check(name: str, scope: Mapping[str, str], value: int, limit: int, what: str) -> Check:
+    status = FAIL if value > limit else OK
+    where = ", ".join(f"{key} {val}" for key, val in scope.items())
+    return Check(name, dict(scope), value, limit, status, f"{where}: {value} {what} (limit {limit})")
+
+
+def topic_checks(phase: str, topic: str | None, counts: MatchCounts, thresholds: Thresholds) -> list[Check]:
+    """Check changed ratio, missing, extra, replayed duplicates and unmatchable outputs of one topic."""
+    scope = {"phase": phase, "topic": topic or "(none)"}
+    ratio = counts.changed_ratio
+    ratio_status = FAIL if ratio > thresholds.max_changed_ratio else OK
+    checks = [Check(
+        "changed_ratio", scope, round(ratio, 6), thresholds.max_changed_ratio, ratio_status,
+        f"phase {phase}, topic {scope['topic']}: {counts.changed} of {counts.matched} matched outputs "
+        f"changed ({ratio:.1%}, limit {thresholds.max_changed_ratio:.1%})",
+    )]
+    checks.append(_count_check("missing", scope, counts.missing, thresholds.max_missing,
+                               "recorded outputs missing in the replay"))
+    checks.append(_count_check("extra", scope, counts.extra, thresholds.max_extra,
+                               "replayed outputs not in the recording"))
+    checks.append(_count_check("duplicates", scope, counts.duplicate_replayed, thresholds.max_duplicates,
+                               "duplicate outputs in the replay"))
+    checks.append(_count_check("unmatchable", scope, counts.unmatchable_recorded + counts.unmatchable_replayed,
+                               thresholds.max_unmatchable, "outputs without a usable match key"))
+    return checks
+
+
+def latency_checks(rows: Iterable[LatencyRow], ends: Iterable[EndToEnd]) -> list[Check]:
+    """Check replayed latency per phase and processor, and end-to-end time per date."""
+    checks = []
+    for row in rows:
+        if row.replayed is None or (row.threshold.warn_s is None and row.threshold.critical_s is None):
+            continue
+        statistic = row.threshold.statistic
+        value_s = row.replayed.statistic_ms(statistic) / 1000
+        status = FAIL if row.status == CRITICAL else WARN if row.status == WARN else OK
+        limit = row.threshold.critical_s if row.threshold.critical_s is not None else row.threshold.warn_s
+        checks.append(Check(
+            "latency", {"phase": row.phase, "processor": row.processor or "(none)"}, round(value_s, 6), limit,
+            status,
+            f"phase {row.phase}, processor {row.processor}: replayed {statistic} handling time "
+            f"{value_s:.3f} s (warn {row.threshold.warn_s} s, critical {row.threshold.critical_s} s)",
+        ))
+    for end in ends:
+        if end.replayed_s is None or (end.threshold.warn_s is None and end.threshold.critical_s is None):
+            continue
+        status = FAIL if end.status == CRITICAL else WARN if end.status == WARN else OK
+        limit = end.threshold.critical_s if end.threshold.critical_s is not None else end.threshold.warn_s
+        checks.append(Check(
+            "end_to_end", {"date": end.logical_date.isoformat()}, round(end.replayed_s, 6), limit, status,
+            f"date {end.logical_date}: replayed end-to-end {end.replayed_s:.3f} s "
+            f"(warn {end.threshold.warn_s} s, critical {end.threshold.critical_s} s)",
+        ))
+    return checks
+
+
+def validation_checks(validation: Validation, thresholds: Thresholds) -> list[Check]:
+    """Check the number of expected processors that never reported."""
+    silent = len(validation.silent_processors)
+    names = ", ".join(f"{phase}/{name}" for phase, name in validation.silent_processors) or "none"
+    status = FAIL if silent > thresholds.max_silent_processors else OK
+    return [Check("silent_processors", {}, silent, thresholds.max_silent_processors, status,
+                  f"{silent} expected processors never reported ({names}; "
+                  f"limit {thresholds.max_silent_processors})")]

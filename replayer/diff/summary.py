@@ -1,0 +1,64 @@
+"""Terminal summary of a report: rich tables of outputs per topic, latency and failed checks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TextIO
+
+from replayer.diff.checks import FAIL
+
+if TYPE_CHECKING:
+    from replayer.diff.report import Report
+
+_STATUS_STYLE = {"ok": "green", "warn": "yellow", "critical": "bold red", "fail": "bold red", "no_data": "dim"}
+
+
+def _ms(stats, name: str) -> str:
+    return "" if stats is None else f"{getattr(stats, name):.1f}"
+
+
+def print_summary(report: "Report", *, file: TextIO | None = None, width: int | None = None) -> None:
+    """Print the summary tables to ``file`` (standard output by default)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file, width=width, highlight=False)
+    outputs = Table(title="Outputs per phase and topic")
+    for header in ("phase", "topic", "recorded", "replayed", "identical", "changed", "missing", "extra",
+                   "dup rec/rep", "unmatchable"):
+        outputs.add_column(header, justify="left" if header in ("phase", "topic") else "right")
+    for topic in report.topics:
+        counts = topic.counts
+        outputs.add_row(
+            topic.phase, topic.topic or "(none)", str(counts.recorded_outputs), str(counts.replayed_outputs),
+            str(counts.identical), str(counts.changed), str(counts.missing), str(counts.extra),
+            f"{counts.duplicate_recorded}/{counts.duplicate_replayed}",
+            str(counts.unmatchable_recorded + counts.unmatchable_replayed),
+        )
+    console.print(outputs)
+
+    latency = Table(title="Handling time per phase and processor (ms)")
+    for header in ("phase", "processor", "rec n", "rec p50", "rec p95", "rep n", "rep p50", "rep p95",
+                   "rep max", "status"):
+        latency.add_column(header, justify="left" if header in ("phase", "processor", "status") else "right")
+    for row in report.latency:
+        latency.add_row(
+            row.phase, row.processor or "(none)", str(row.recorded.count) if row.recorded else "",
+            _ms(row.recorded, "p50_ms"), _ms(row.recorded, "p95_ms"),
+            str(row.replayed.count) if row.replayed else "", _ms(row.replayed, "p50_ms"),
+            _ms(row.replayed, "p95_ms"), _ms(row.replayed, "max_ms"),
+            f"[{_STATUS_STYLE.get(row.status, '')}]{row.status}[/]",
+        )
+    console.print(latency)
+
+    failed = [check for check in report.checks if check.status != "ok"]
+    if failed:
+        checks = Table(title="Checks not passed")
+        checks.add_column("status")
+        checks.add_column("detail")
+        for check in failed:
+            checks.add_row(f"[{_STATUS_STYLE.get(check.status, '')}]{check.status}[/]", check.message)
+        console.print(checks)
+    verdict = "[bold green]PASS[/]" if report.exit_code == 0 else "[bold red]FAIL[/]"
+    failures = sum(1 for check in report.checks if check.status == FAIL)
+    where = report.files.get("report_html") or report.files.get("report_json") or "(not written)"
+    console.print(f"{verdict}: {failures} failed checks, exit code {report.exit_code}; report: {where}")
