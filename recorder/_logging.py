@@ -99,6 +99,11 @@ class _NamedLogger:
         self._name = name
 
     def __getattr__(self, method: str):
+        # structlog's own default prints to standard output, which would mix
+        # logs into a command's --json output, so an unconfigured process
+        # gets this tool's configuration; an application's own wins.
+        if not structlog.is_configured():
+            configure_logging()
         return getattr(structlog.get_logger().bind(logger=self._name), method)
 
 

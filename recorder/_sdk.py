@@ -550,7 +550,7 @@ class Recorder:
             return
         while True:
             try:
-                written = writer.flush()
+                writer.flush()
             except Exception as error:
                 self._count("write_errors")
                 elapsed = self._clock() - started
@@ -565,16 +565,16 @@ class Recorder:
                 self._stopping.wait(delay_secs)
                 delay_secs = min(delay_secs * 2, 2.0)
                 continue
-            with self._counter_lock:
-                self._counters["recorded"] += sum(item.records for item in written)
-                self._counters["files_written"] += len(written)
             return
 
     def _archive_writer(self) -> Any:
         if self._writer is None:
             from recorder._writer import ArchiveWriter
 
-            options: dict[str, Any] = {"writer_id": self.writer_id, "source": self.source}
+            # Counted per stored file: write() also stores a file when a
+            # partition's buffer fills, which flush() does not return.
+            options: dict[str, Any] = {"writer_id": self.writer_id, "source": self.source,
+                                       "on_written": self._count_written_file}
             if self.codec:
                 options["codec"] = self.codec
             if self.archive_uri.startswith("gs://"):
@@ -587,6 +587,11 @@ class Recorder:
         return self._writer
 
     # ------------------------------------------------------------------ counters
+
+    def _count_written_file(self, written: Any) -> None:
+        with self._counter_lock:
+            self._counters["recorded"] += written.records
+            self._counters["files_written"] += 1
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._counter_lock:

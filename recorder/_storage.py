@@ -259,6 +259,9 @@ def parse_gcs_uri(uri: str) -> tuple[str, str]:
     return bucket, name
 
 
+_TRANSIENT_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
+
+
 def _is_transient(error: BaseException) -> bool:
     """Return true for errors worth retrying: 408, 429, 5xx and broken connections."""
     from google.api_core import exceptions as api_exceptions
@@ -270,6 +273,11 @@ def _is_transient(error: BaseException) -> bool:
     if isinstance(error, api_exceptions.GoogleAPICallError) and error.code == 408:
         return True
     if isinstance(error, (ConnectionError, TimeoutError)):
+        return True
+    # Uploads and downloads go through google-cloud-storage's media layer,
+    # which raises InvalidResponse (not an api_core error) for an HTTP error.
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if type(error).__name__ == "InvalidResponse" and status in _TRANSIENT_STATUS_CODES:
         return True
     try:
         import requests

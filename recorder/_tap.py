@@ -7,6 +7,19 @@ that flush returned, acknowledges them. A tap killed at any moment has
 therefore acknowledged only archived messages; the others are redelivered to
 the next tap, and the archive reader removes the duplicates this produces.
 
+Two details of google-cloud-pubsub (read in version 2.44) shape how fast a
+killed tap's messages come back and how fast ordered messages flow:
+
+- Each lease extension is capped at ``lease_extension_secs`` (the client's
+  ``max_duration_per_lease_extension``, which also sets the stream's ack
+  deadline). Without the cap the stream deadline is 60 s, so every message a
+  killed tap had received, including the many the client keeps on hold,
+  stays invisible to the next tap for a minute or more.
+- The client hands over only one message per ordering key until that message
+  is acknowledged, whether or not the subscription enables ordering. A batch
+  holding messages with ordering keys would therefore never fill, so it is
+  written as soon as no message has arrived for ``ordered_idle_secs``.
+
 While the archive is unreachable the tap keeps the messages (flow control
 stops the pull once ``max_outstanding_messages`` are held) and retries with
 backoff. ``stop()`` (the CLI calls it on SIGINT and SIGTERM) flushes and
@@ -21,7 +34,10 @@ import functools
 import os
 import threading
 import time
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -92,6 +108,12 @@ class TapConfig:
     flush_interval_secs: float = 5.0
     max_outstanding_messages: int = 1000
     stats_interval_secs: float = 30.0
+    # Upper bound of one ack deadline extension, 10 to 600 s: the time after
+    # which a killed tap's unacknowledged messages are redelivered.
+    lease_extension_secs: int = 10
+    # A batch holding messages with ordering keys is written after this long
+    # without a new message (see the module docstring).
+    ordered_idle_secs: float = 0.05
     # How long a stopping tap keeps retrying a failed archive write before it
     # nacks the held messages.
     stop_retry_secs: float = 10.0
@@ -106,6 +128,10 @@ class TapConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise TapConfigError(f"{name} must be a positive integer, got {value!r}")
+        if (not isinstance(self.lease_extension_secs, int) or isinstance(self.lease_extension_secs, bool)
+                or not 10 <= self.lease_extension_secs <= 600):
+            raise TapConfigError(
+                f"lease_extension_secs must be a whole number of seconds from 10 to 600, got {self.lease_extension_secs!r}")
         if self.flush_max_messages > self.max_outstanding_messages:
             # Flow control would stop the pull before a batch is full; the
             # time limit would still flush, but only every interval.
@@ -170,7 +196,8 @@ def load_tap_config(path: str | Path, **overrides: Any) -> TapConfig:
         "codec": archive.get("codec"),
         "writer_id": archive.get("writer_id"),
     }
-    for key in ("flush_max_messages", "flush_interval_secs", "max_outstanding_messages", "stats_interval_secs"):
+    for key in ("flush_max_messages", "flush_interval_secs", "max_outstanding_messages", "stats_interval_secs",
+                "lease_extension_secs", "ordered_idle_secs"):
         if key in tap:
             values[key] = tap[key]
     values.update({key: value for key, value in overrides.items() if value is not None})
@@ -203,6 +230,8 @@ class Tap:
         self._lock = threading.Lock()
         self._held: list[tuple[Any, TapSubscription, str | None]] = []
         self._oldest_held_at: float | None = None
+        self._last_received_at = 0.0
+        self._held_ordered = 0  # held messages that have an ordering key
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._accepting = True
@@ -233,7 +262,9 @@ class Tap:
         from google.cloud import pubsub_v1
 
         subscriber = self._subscriber or pubsub_v1.SubscriberClient()
-        flow_control = pubsub_v1.types.FlowControl(max_messages=self.config.max_outstanding_messages)
+        flow_control = pubsub_v1.types.FlowControl(
+            max_messages=self.config.max_outstanding_messages,
+            max_duration_per_lease_extension=int(self.config.lease_extension_secs))
         self._resolve_topics(subscriber)
         futures = []
         for path, subscription in self._paths.items():
@@ -246,7 +277,7 @@ class Tap:
         next_stats = self._clock() + self.config.stats_interval_secs
         try:
             while not self._stop.is_set():
-                self._wake.wait(min(0.2, self.config.flush_interval_secs))
+                self._wake.wait(self._wait_secs())
                 self._wake.clear()
                 if self._flush_due():
                     self._flush_and_ack(final=False)
@@ -299,23 +330,39 @@ class Tap:
         with self._lock:
             self._held.append((message, subscription, topic))
             self._counts["received"] += 1
+            self._last_received_at = self._clock()
+            if message.ordering_key:
+                self._held_ordered += 1
             if self._oldest_held_at is None:
-                self._oldest_held_at = self._clock()
-            full = len(self._held) >= self.config.flush_max_messages
-        if full:
+                self._oldest_held_at = self._last_received_at
+            # The first ordered message shortens the flusher's wait.
+            wake = (len(self._held) >= self.config.flush_max_messages
+                    or (self._held_ordered == 1 and message.ordering_key))
+        if wake:
             self._wake.set()
+
+    def _wait_secs(self) -> float:
+        with self._lock:
+            ordered = self._held_ordered > 0
+        if ordered:
+            return min(self.config.ordered_idle_secs, self.config.flush_interval_secs)
+        return min(0.2, self.config.flush_interval_secs)
 
     def _flush_due(self) -> bool:
         with self._lock:
             if not self._held:
                 return False
+            now = self._clock()
+            if self._held_ordered and now - self._last_received_at >= self.config.ordered_idle_secs:
+                return True
             return (len(self._held) >= self.config.flush_max_messages
-                    or self._clock() - self._oldest_held_at >= self.config.flush_interval_secs)
+                    or now - self._oldest_held_at >= self.config.flush_interval_secs)
 
     def _take_held(self) -> list[tuple[Any, TapSubscription, str | None]]:
         with self._lock:
             held, self._held = self._held, []
             self._oldest_held_at = None
+            self._held_ordered = 0
             self._in_flush = len(held)
         return held
 
@@ -367,7 +414,7 @@ class Tap:
             self._bump("write_errors")
         while True:
             try:
-                written = writer.flush()
+                writer.flush()
             except Exception as error:
                 self._bump("write_errors")
                 log.warning("tap.write_failed", archive=self.config.archive_uri, records=len(events),
@@ -383,7 +430,6 @@ class Tap:
                 time.sleep(delay_secs)
                 delay_secs = min(delay_secs * 2, 5.0)
                 continue
-            self._bump("files_written", len(written))
             return True
 
     def _archive_writer(self) -> Any:
@@ -391,8 +437,10 @@ class Tap:
             from recorder._writer import ArchiveWriter
             from recorder._sdk import _default_writer_id
 
+            # Counted per stored file: write() also stores a file when a
+            # partition's buffer fills, which flush() does not return.
             options: dict[str, Any] = {"writer_id": self.config.writer_id or _default_writer_id(),
-                                       "source": "tap"}
+                                       "source": "tap", "on_written": lambda _: self._bump("files_written")}
             if self.config.codec:
                 options["codec"] = self.config.codec
             self._writer = ArchiveWriter(self.config.archive_uri, **options)

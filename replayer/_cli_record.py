@@ -46,6 +46,9 @@ def record() -> None:
 @click.option("--max-outstanding", "max_outstanding_messages", type=int,
               help="Flow control: maximum messages held and not yet acknowledged.")
 @click.option("--stats-interval-secs", type=float, help="Seconds between tap.progress log lines.")
+@click.option("--lease-extension-secs", type=int,
+              help="Longest ack deadline extension, 10-600 s; a killed tap's messages are redelivered "
+                   "this long after its last extension (default 10).")
 @click.option("--json", "json_output", is_flag=True, help="Print the final counters as JSON.")
 def tap_command(archive_uri, subscriptions, config_path, project, json_output, **options) -> int:
     """Archive every message of Pub/Sub subscriptions; acknowledge only what is written.

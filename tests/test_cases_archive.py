@@ -409,3 +409,116 @@ def test_case10_output_ids_all_distinct(cases_dir, tmp_path):
     assert [event.event_id for event in outputs] == ["o-1", "o-2", "o-2b", "o-3", "o-4"]
     assert outputs[1].data == outputs[2].data
     assert outputs[1].causation_id == outputs[2].causation_id == "m-2"
+
+
+# ------------------------------------------- every damage kind through the CLI
+
+
+def _damaged_partition_files(cases_dir: Path) -> dict[str, tuple[bytes, str | None, int, int | None]]:
+    """Return name -> (file bytes, damage kind or None, records read from it, damaged block)."""
+    data, _, blocks = _three_block_file("deflate")
+    bad_sync = bytearray(data)
+    bad_sync[blocks[0][1] + 3] ^= 0xFF
+    corrupt = bytearray(_three_block_file("null")[0])
+    null_blocks = _three_block_file("null")[2]
+    corrupt[null_blocks[1][0]] = 10  # block 2 claims 5 records but holds 4
+    weather = cases_dir / "01-avro-codec-interop"
+    return {
+        "a-complete.avro": (data, None, 12, None),
+        "b-cut-mid-block.avro": (data[:blocks[1][0] + 9], TRUNCATED, 4, 2),
+        "c-bad-sync.avro": (bytes(bad_sync), BAD_SYNC, 4, 1),
+        "d-corrupt-block.avro": (bytes(corrupt), CORRUPT_BLOCK, 8, 2),
+        "e-empty.avro": (b"", EMPTY, 0, None),
+        "f-notes.avro": (b'{"hello": "world"}', NOT_AVRO, 0, None),
+        "g-weather-lzo.avro": ((weather / "weather-lzo.avro").read_bytes(), UNKNOWN_CODEC, 0, None),
+        "h-weather.avro": ((weather / "weather.avro").read_bytes(), SCHEMA_MISMATCH, 0, None),
+    }
+
+
+@pytest.fixture(params=["local", "gcs"])
+def damaged_archive(request, tmp_path, cases_dir):
+    """One partition holding a complete file and one file of every damage kind, locally or on GCS."""
+    from recorder._storage import join_uri, open_storage
+
+    if request.param == "gcs":
+        archive = f"gs://{request.getfixturevalue('gcs_bucket')}/damaged"
+    else:
+        archive = str(tmp_path / "archive")
+        (tmp_path / "archive").mkdir()
+    storage = open_storage(archive)
+    files = _damaged_partition_files(cases_dir)
+    uris = {}
+    for name, (content, *_rest) in files.items():
+        uris[name] = join_uri(archive, "date=2024-03-09", "phase=phase3", name)
+        storage.write_new(uris[name], content)
+    return archive, files, uris
+
+
+def test_validate_cli_names_every_damage_kind(damaged_archive, capsys):
+    """`replay validate --json` names each damaged file with its kind, block and records recovered."""
+    from replayer.cli import main
+
+    archive, files, uris = damaged_archive
+    with pytest.raises(SystemExit) as exited:
+        main(["validate", archive, "--json"])
+    assert exited.value.code == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] is False
+    reports = {report["uri"]: report for report in result["damaged"]}
+    damaged_names = sorted(name for name, (_, kind, _, _) in files.items() if kind)
+    assert sorted(reports) == sorted(uris[name] for name in damaged_names)
+    for name in damaged_names:
+        _, kind, records, block = files[name]
+        report = reports[uris[name]]
+        assert report["kind"] == kind, name
+        assert report["records_recovered"] == records, name
+        assert report["block"] == block, name
+    # Every readable record is counted; the same 12 ids recur in the damaged copies.
+    assert result["records"] == 12 + 4 + 4 + 8
+    assert result["unique_events"] == 12
+    assert result["duplicates"] == 16
+
+
+def test_validate_cli_text_lists_damage(damaged_archive, capsys):
+    """The text report has one DAMAGED line per damaged file and ends INCOMPLETE."""
+    from replayer.cli import main
+
+    archive, files, uris = damaged_archive
+    with pytest.raises(SystemExit) as exited:
+        main(["validate", archive])
+    assert exited.value.code == 1
+    out = capsys.readouterr().out
+    damaged_lines = [line for line in out.splitlines() if line.startswith("DAMAGED ")]
+    assert len(damaged_lines) == 7
+    for name, (_, kind, records, _) in files.items():
+        if kind:
+            (line,) = [line for line in damaged_lines if line.startswith(f"DAMAGED {uris[name]}:")]
+            assert line.endswith(f"{records} records recovered"), line
+    assert out.strip().endswith("archive INCOMPLETE: 7 damaged files")
+
+
+def test_ls_cli_counts_recovered_records(damaged_archive, capsys):
+    """`replay ls --json` counts only readable records and the damaged files of the partition."""
+    from replayer.cli import main
+
+    archive, _, _ = damaged_archive
+    with pytest.raises(SystemExit) as exited:
+        main(["ls", archive, "--json"])
+    assert exited.value.code == 0
+    captured = capsys.readouterr()
+    (row,) = json.loads(captured.out)["partitions"]
+    assert (row["files"], row["events"], row["duplicates"], row["damaged_files"]) == (8, 12, 16, 7)
+    assert captured.err.count("warning: skipped damage in ") == 7
+
+
+def test_validate_cli_strict_names_first_damaged_file(damaged_archive, capsys):
+    """With --strict the first damaged file stops validation with one error line naming it."""
+    from replayer.cli import main
+
+    archive, _, uris = damaged_archive
+    with pytest.raises(SystemExit) as exited:
+        main(["validate", archive, "--strict"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ")
+    assert uris["b-cut-mid-block.avro"] in err

@@ -366,3 +366,18 @@ def test_handles_records_streaming_pull_ack(tmp_path, topic_path):
     assert inputs and inputs[0].outcome == "ack"
     outputs = [e for e in events if e.direction is Direction.OUTPUT]
     assert outputs and outputs[0].causation_id == sent_id
+
+
+def test_files_rolled_inside_batch_counted(tmp_path):
+    """Files the writer stores when a buffer fills mid-batch count in recorded and files_written."""
+    recorder = make_recorder(tmp_path, flush_interval_secs=60)
+    recorder._wake_threshold = 100  # one batch, written at close()
+    recorder._archive_writer().max_records = 3  # a file per 3 events of one partition
+    for index in range(10):
+        with recorder.handling(message_id=f"m-{index}", data=b"x", phase="phase2"):
+            pass
+    stats = recorder.close()
+    assert stats.recorded == 10
+    assert stats.files_written == 4
+    assert stats.dropped == 0
+    assert len(read_all(tmp_path)) == 10

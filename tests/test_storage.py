@@ -207,3 +207,97 @@ def test_gcs_exists(gcs_bucket):
     assert storage.exists(uri) is False
     storage.write_new(uri, b"1")
     assert storage.exists(uri) is True
+
+
+class _FaultProxy:
+    """A loopback HTTP proxy to the GCS emulator that answers the first failures of one method itself."""
+
+    def __init__(self, target: str, *, method: str, status: int, failures: int) -> None:
+        import http.client
+        import http.server
+        import urllib.parse
+
+        target_url = urllib.parse.urlsplit(target)
+        proxy = self
+        self.requests: list[tuple[str, int]] = []
+        self._remaining = failures
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.command == method and proxy._remaining > 0:
+                    proxy._remaining -= 1
+                    proxy.requests.append((self.command, status))
+                    message = b'{"error": {"code": %d, "message": "injected"}}' % status
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(message)))
+                    self.end_headers()
+                    self.wfile.write(message)
+                    return
+                connection = http.client.HTTPConnection(target_url.hostname, target_url.port, timeout=30)
+                headers = {key: value for key, value in self.headers.items() if key.lower() != "host"}
+                connection.request(self.command, self.path, body=body, headers=headers)
+                response = connection.getresponse()
+                payload = response.read()
+                proxy.requests.append((self.command, response.status))
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                connection.close()
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fault_proxy(gcs_emulator, monkeypatch):
+    """Start a fault proxy in front of the GCS emulator and point STORAGE_EMULATOR_HOST at it."""
+    proxies = []
+
+    def start(**options) -> _FaultProxy:
+        proxy = _FaultProxy(gcs_emulator.host, **options)
+        proxies.append(proxy)
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.host)
+        return proxy
+
+    yield start
+    for proxy in proxies:
+        proxy.close()
+
+
+def test_gcs_upload_retried_after_503(gcs_bucket, fault_proxy):
+    """Two 503 answers to the upload are retried with backoff and the object is written once."""
+    proxy = fault_proxy(method="POST", status=503, failures=2)
+    storage = GcsStorage(retry_timeout_secs=30)
+    uri = f"gs://{gcs_bucket}/retried.avro"
+    storage.write_new(uri, b"payload")
+    posts = [status for method, status in proxy.requests if method == "POST"]
+    assert posts == [503, 503, 200]
+    assert storage.read_bytes(uri) == b"payload"
+
+
+def test_gcs_permission_error_not_retried(gcs_bucket, fault_proxy):
+    """A 403 on upload fails at once, naming the URI and the role to grant."""
+    proxy = fault_proxy(method="POST", status=403, failures=5)
+    storage = GcsStorage(retry_timeout_secs=30)
+    uri = f"gs://{gcs_bucket}/denied.avro"
+    with pytest.raises(StorageError, match="permission denied to write") as caught:
+        storage.write_new(uri, b"payload")
+    assert uri in str(caught.value)
+    assert "roles/storage.objectCreator" in str(caught.value)
+    assert [status for method, status in proxy.requests if method == "POST"] == [403]
