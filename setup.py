@@ -36,6 +36,8 @@ TEST_REQUIRES = REPLAY_REQUIRES + [
     "hypothesis>=6.90",
     "gcp-storage-emulator>=2024.8",
     "deepdiff>=6.7",
+    # Reads the headless-Chromium screenshot of report.html in the report tests.
+    "Pillow>=9.0",
 ]
 
 setup(

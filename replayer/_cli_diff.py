@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-import tomllib
 from typing import Any, Iterable
 
 import click
@@ -22,6 +21,11 @@ from recorder._storage import StorageError
 from replayer.cli import cli
 from replayer.errors import ConfigError, ReplayError
 from schemas import Direction, RecordedEvent
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the same parser, packaged as tomli
+    import tomli as tomllib
 
 
 def _parse_day(option: str, value: str | None) -> dt.date | None:

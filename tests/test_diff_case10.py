@@ -123,3 +123,78 @@ def test_resend_replay_diff(recording):
     changed = {entry.recorded_event_id: entry.diffs[0] for entry in result.entries() if entry.category == "changed"}
     assert (changed["o-2b"].recorded, changed["o-2b"].replayed) == ("5", "7")
     assert (changed["o-4"].recorded, changed["o-4"].replayed) == ("4", "5")
+
+
+# --- the same recording replayed by run_replay: the report's view of it ----------
+
+CASE10_TOML = """
+phases = ["score"]
+[archive]
+uri = "{archive}"
+[replay]
+mode = "cascade"
+speed = "max"
+output = "{output}"
+resend_redeliveries = {resend}
+[[processors]]
+name = "totals"
+phase = "score"
+adapter = "callable"
+target = "tests.topology.processors:running_total"
+subscribes = ["scores"]
+stateful = true
+"""
+
+
+def _replay_case(cases_dir, tmp_path, *, resend: bool) -> tuple[int, dict]:
+    """Write the case's inputs and outputs as a product archive, replay it and return the report."""
+    from recorder._writer import ArchiveWriter
+    from replayer.run import run_replay
+
+    events = [dataclasses.replace(event, processor="totals",
+                                  topic="score-totals" if event.direction is Direction.OUTPUT else "scores")
+              for event in _events(cases_dir, "input", Direction.INPUT) + _events(cases_dir, "output",
+                                                                                  Direction.OUTPUT)]
+    with ArchiveWriter(str(tmp_path / "archive"), writer_id="case10", source="import") as writer:
+        for event in events:
+            writer.write(event)
+    config = tmp_path / "replay.toml"
+    config.write_text(CASE10_TOML.format(archive=tmp_path / "archive", output=tmp_path / "out",
+                                         resend=str(resend).lower()))
+    result = run_replay(str(config))
+    return result.exit_code, json.loads((tmp_path / "out" / "report.json").read_text())
+
+
+def test_replayed_report_dedup(cases_dir, tmp_path):
+    """De-duplicated replay: 4 identical, o-2b a recorded duplicate, redeliveries counted, exit code 0."""
+    exit_code, document = _replay_case(cases_dir, tmp_path, resend=False)
+    totals = document["totals"]
+    assert (totals["identical"], totals["changed"], totals["missing"], totals["extra"]) == (4, 0, 0, 0)
+    assert (totals["duplicate_recorded"], totals["duplicate_replayed"]) == (1, 0)
+    assert exit_code == 0
+    validation = document["validation"]
+    assert validation["archive_duplicates_removed"] == 2
+    [row] = validation["processors"]
+    assert (row["recorded_inputs"], row["recorded_outputs"], row["replayed_calls"]) == (4, 5, 4)
+    assert (row["recorded_output_duplicates"], row["replayed_output_duplicates"]) == (1, 0)
+
+
+def test_replayed_report_latency_first_delivery(cases_dir, tmp_path):
+    """The report's recorded latency uses first deliveries and first outputs: n=4, max 400 ms, total 850 ms."""
+    _, document = _replay_case(cases_dir, tmp_path, resend=False)
+    [row] = document["latency"]["processors"]
+    assert row["recorded_source"] == "causation"
+    assert (row["recorded"]["count"], row["recorded"]["max_ms"], row["recorded"]["total_ms"]) == (4, 400.0, 850.0)
+    assert row["recorded"]["mean_ms"] == 212.5
+    assert row["replayed"]["count"] == 4
+
+
+def test_replayed_report_resend(cases_dir, tmp_path):
+    """Re-sent redeliveries expose the non-idempotent processor: changed and extra outputs, exit code 1."""
+    exit_code, document = _replay_case(cases_dir, tmp_path, resend=True)
+    totals = document["totals"]
+    assert (totals["identical"], totals["changed"], totals["extra"], totals["missing"]) == (3, 2, 1, 0)
+    assert exit_code == 1
+    [row] = document["validation"]["processors"]
+    assert (row["recorded_input_records"], row["recorded_inputs"], row["recorded_input_duplicates"]) == (6, 4, 2)
+    assert row["replayed_calls"] == 6

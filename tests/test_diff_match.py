@@ -167,3 +167,141 @@ def test_attribute_change_is_changed():
                            [output("x", {"v": 1}, cause="m", attributes={"kind": "draft"})], DiffRules())
     [entry] = result.entries()
     assert [(diff.part, diff.pointer) for diff in entry.diffs] == [("attributes", "/kind")]
+
+
+def test_keys_several_pointers_nested():
+    """Keys of several pointers, one nested, pair outputs regardless of publish order."""
+    rules = parse_diff_rules({"keys": {"scores": ["/game/id", "/player_id", "/stat_type"]}})
+    recorded = [output("a", {"game": {"id": 1}, "player_id": 7, "stat_type": "pts", "v": 10}),
+                output("b", {"game": {"id": 1}, "player_id": 7, "stat_type": "reb", "v": 4}, at_ms=1)]
+    replayed = [output("y", {"game": {"id": 1}, "player_id": 7, "stat_type": "reb", "v": 5}),
+                output("x", {"game": {"id": 1}, "player_id": 7, "stat_type": "pts", "v": 10}, at_ms=1)]
+    result = match_outputs(recorded, replayed, rules)
+    assert categories(result) == [("changed", "b", "y"), ("identical", "a", "x")]
+    [changed] = [entry for entry in result.entries() if entry.category == "changed"]
+    assert changed.key == "/game/id=1, /player_id=7, /stat_type=\"reb\""
+
+
+def test_keys_null_value_is_a_key():
+    """A key pointer present with null is a usable key, unlike an absent one."""
+    result = match_outputs([output("a", {"game": 1, "player": None})], [output("x", {"game": 1, "player": None})],
+                           KEYS)
+    assert (result.counts.identical, result.counts.unmatchable_recorded) == (1, 0)
+
+
+def test_keys_object_value():
+    """A key pointer may select an object; its canonical text (key order ignored) is the key."""
+    rules = parse_diff_rules({"keys": {"scores": ["/id"]}})
+    result = match_outputs([output("a", {"id": {"g": 1, "p": 2}, "v": 1})],
+                           [output("x", {"id": {"p": 2, "g": 1.0}, "v": 1})], rules)
+    assert result.counts.identical == 1
+
+
+def test_keys_replayed_duplicate_other_content():
+    """Two replayed outputs with one key: the second is a duplicate even when its content differs."""
+    result = match_outputs([output("a", {"game": 1, "player": 7, "v": 1})],
+                           [output("x", {"game": 1, "player": 7, "v": 1}),
+                            output("x2", {"game": 1, "player": 7, "v": 2}, at_ms=1)], KEYS)
+    counts = result.counts
+    assert (counts.identical, counts.duplicate_replayed, counts.extra) == (1, 1, 0)
+    [duplicate] = [entry for entry in result.entries() if entry.category == "duplicate"]
+    assert (duplicate.side, duplicate.replayed_event_id, duplicate.duplicate_of) == ("replayed", "x2", "x")
+
+
+def test_keys_first_by_publish_time():
+    """Of two outputs with one key, the one published first is paired, whatever the input order."""
+    result = match_outputs([output("late", {"game": 1, "player": 7, "v": 2}, at_ms=9),
+                            output("early", {"game": 1, "player": 7, "v": 1}, at_ms=1)],
+                           [output("x", {"game": 1, "player": 7, "v": 1})], KEYS)
+    assert ("identical", "early", "x") in categories(result)
+
+
+def test_unmatchable_reasons_per_side():
+    """Unmatchable outputs on both sides are listed with topic, event id and side, never counted as missing."""
+    result = match_outputs([output("a", {"game": 1}), output("b", b"not json")],
+                           [output("x", {"player": 7}), output("y", {"game": 1, "player": 7})], KEYS)
+    counts = result.counts
+    assert (counts.unmatchable_recorded, counts.unmatchable_replayed, counts.missing, counts.extra) == (2, 1, 0, 1)
+    unmatchable = {(entry.side, entry.recorded_event_id or entry.replayed_event_id): entry.reason
+                   for entry in result.entries() if entry.category == "unmatchable"}
+    assert set(unmatchable) == {("recorded", "a"), ("recorded", "b"), ("replayed", "x")}
+    assert "/player" in unmatchable[("recorded", "a")]
+    assert "/game" in unmatchable[("replayed", "x")]
+    assert "not JSON" in unmatchable[("recorded", "b")]
+
+
+def test_topic_override_keys():
+    """Keys configured for one topic leave other topics on causation matching."""
+    rules = parse_diff_rules({"topics": {"scores": {"keys": ["/player"]}}})
+    result = match_outputs(
+        [output("a", {"player": 7}, cause="m"), output("b", {"v": 1}, cause="m", topic="other")],
+        [output("x", {"player": 7}, cause="zzz"), output("y", {"v": 1}, cause="m", topic="other")], rules)
+    assert {group.topic: group.strategy for group in result.groups} == {"scores": "keys", "other": "causation"}
+    assert result.counts.identical == 2
+
+
+def test_forced_content_matching():
+    """match = "content" pairs by payload even when causation ids are present and differ in order."""
+    rules = parse_diff_rules({"match": "content"})
+    result = match_outputs([output("a", {"v": 1}, cause="m1"), output("b", {"v": 2}, cause="m2")],
+                           [output("x", {"v": 2}, cause="m1"), output("y", {"v": 1}, cause="m2")], rules)
+    assert result.groups[0].strategy == "content"
+    assert categories(result) == [("identical", "a", "y"), ("identical", "b", "x")]
+
+
+def test_forced_causation_without_overlap():
+    """match = "causation" keeps causation matching even when no cause is shared: all missing or extra."""
+    rules = parse_diff_rules({"match": "causation"})
+    result = match_outputs([output("a", {"v": 1}, cause="prod-1")], [output("x", {"v": 1}, cause="test-1")], rules)
+    assert (result.counts.missing, result.counts.extra, result.counts.identical) == (1, 1, 0)
+
+
+def test_content_ignores_ignored_paths():
+    """Content matching leaves ignored paths out of the content key, so those outputs still pair."""
+    rules = parse_diff_rules({"ignore": ["/ts"]})
+    result = match_outputs([output("a", {"v": 1, "ts": 1})], [output("x", {"v": 1, "ts": 2})], rules)
+    assert (result.groups[0].strategy, result.counts.identical) == ("content", 1)
+
+
+def test_content_duplicates_per_side():
+    """With content matching, a repeated payload beyond the other side's copies is a duplicate."""
+    result = match_outputs([output("a", {"v": 1})],
+                           [output("x", {"v": 1}), output("x2", {"v": 1.0}), output("x3", {"v": 1})], DiffRules())
+    counts = result.counts
+    assert (counts.identical, counts.duplicate_replayed, counts.extra) == (1, 2, 0)
+
+
+def test_content_non_json_by_bytes():
+    """Non-JSON outputs are matched by their bytes under content matching."""
+    result = match_outputs([output("a", b"\x00\x01"), output("b", b"\x02")], [output("x", b"\x00\x01")],
+                           DiffRules())
+    assert categories(result) == [("identical", "a", "x"), ("missing", "b", None)]
+
+
+def test_causation_ordinal_by_publish_time():
+    """Outputs of one input pair by their publish order, not by their position in the archive."""
+    result = match_outputs(
+        [output("b", {"v": 2}, cause="m", at_ms=5), output("a", {"v": 1}, cause="m", at_ms=1)],
+        [output("x", {"v": 1}, cause="m", at_ms=0), output("y", {"v": 2}, cause="m", at_ms=3)], DiffRules())
+    assert categories(result) == [("identical", "a", "x"), ("identical", "b", "y")]
+    keys = sorted(entry.key for entry in result.entries(include_identical=True))
+    assert keys == ["processor=p causation=m #0", "processor=p causation=m #1"]
+
+
+def test_causation_by_processor():
+    """Outputs of two processors that handled the same input are matched separately."""
+    result = match_outputs([output("a", {"v": 1}, cause="m", processor="p1"),
+                            output("b", {"v": 2}, cause="m", processor="p2")],
+                           [output("y", {"v": 2}, cause="m", processor="p2"),
+                            output("x", {"v": 1}, cause="m", processor="p1")], DiffRules())
+    assert categories(result) == [("identical", "a", "x"), ("identical", "b", "y")]
+
+
+def test_entry_to_dict_fields():
+    """A changed entry's JSON form carries the date, topic, key, event ids and field differences."""
+    result = match_outputs([output("a", {"v": 1}, cause="m")], [output("x", {"v": 2}, cause="m")], DiffRules())
+    [entry] = result.entries()
+    data = entry.to_dict()
+    assert (data["category"], data["logical_date"], data["topic"], data["phase"]) == (
+        "changed", "2024-03-09", "scores", "phase3")
+    assert data["diffs"] == [{"pointer": "/v", "part": "data", "kind": "changed", "recorded": "1", "replayed": "2"}]

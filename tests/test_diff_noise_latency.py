@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+
+import pytest
 
 from replayer.diff import DiffRules, build_report, latency_stats, learn_noise, match_outputs, parse_thresholds
 from replayer.diff.latency import CRITICAL, OK, WARN, latency_rows
@@ -107,3 +110,161 @@ def test_end_to_end_cascade():
     [end] = report.end_to_end
     assert (end.recorded_s, end.replayed_s, end.status) == (9.0, 4.0, CRITICAL)
     assert report.exit_code == 1
+
+
+# --- each threshold sets the exit code, and each limit is configurable ------------
+
+
+def _pairs(recorded_payloads, replayed_payloads):
+    recorded = [output(f"a{index}", payload, cause=f"m{index}") for index, payload in enumerate(recorded_payloads)]
+    replayed = [output(f"r{index}", payload, cause=f"m{index}") for index, payload in enumerate(replayed_payloads)]
+    return recorded, replayed
+
+
+_SCENARIOS = {
+    # name: (recorded payloads, replayed payloads, limit key, limit that lets it pass)
+    "changed_ratio": ([{"v": 1}, {"v": 2}], [{"v": 1}, {"v": 3}], "max_changed_ratio", 0.5),
+    "missing": ([{"v": 1}, {"v": 2}], [{"v": 1}], "max_missing", 1),
+    "extra": ([{"v": 1}], [{"v": 1}, {"v": 2}], "max_extra", 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_SCENARIOS))
+def test_threshold_fails_then_passes(name):
+    """Over the default limit of 0 the check fails with exit code 1; at a raised limit it passes."""
+    recorded_payloads, replayed_payloads, key, limit = _SCENARIOS[name]
+    recorded, replayed = _pairs(recorded_payloads, replayed_payloads)
+    strict = build_report(recorded_events=recorded, replayed_events=replayed)
+    relaxed = build_report(recorded_events=recorded, replayed_events=replayed,
+                           thresholds=parse_thresholds({key: limit}))
+    assert strict.exit_code == 1
+    assert {check.name for check in strict.failed_checks} == {name}
+    assert relaxed.exit_code == 0
+    assert relaxed.failed_checks == ()
+
+
+def test_duplicates_threshold():
+    """A replayed duplicate fails max_duplicates = 0 and passes max_duplicates = 1."""
+    recorded = [output("a", {"v": 1}, cause="m")]
+    replayed = [output("r", {"v": 1}, cause="m"), output("r2", {"v": 1}, cause="m", at_micros=5)]
+    strict = build_report(recorded_events=recorded, replayed_events=replayed)
+    relaxed = build_report(recorded_events=recorded, replayed_events=replayed,
+                           thresholds=parse_thresholds({"max_duplicates": 1}))
+    assert [check.name for check in strict.failed_checks] == ["duplicates"]
+    assert relaxed.exit_code == 0
+
+
+def test_recorded_duplicates_do_not_fail():
+    """Duplicates already in the recording are reported but never fail the replay."""
+    recorded = [output("a", {"v": 1}, cause="m"), output("a2", {"v": 1}, cause="m", at_micros=5)]
+    report = build_report(recorded_events=recorded, replayed_events=[output("r", {"v": 1}, cause="m")])
+    assert (report.totals.duplicate_recorded, report.exit_code) == (1, 0)
+
+
+def test_unmatchable_threshold():
+    """An output without its key pointer fails max_unmatchable = 0."""
+    rules = DiffRules(keys={"t": ("/id",)})
+    recorded = [output("a", {"id": 1}, cause="m"), output("b", {"v": 1}, cause="n")]
+    replayed = [output("r", {"id": 1}, cause="m")]
+    strict = build_report(recorded_events=recorded, replayed_events=replayed, rules=rules)
+    relaxed = build_report(recorded_events=recorded, replayed_events=replayed, rules=rules,
+                           thresholds=parse_thresholds({"max_unmatchable": 1}))
+    assert [check.name for check in strict.failed_checks] == ["unmatchable"]
+    assert relaxed.exit_code == 0
+
+
+def test_changed_ratio_at_limit_passes():
+    """A changed ratio equal to max_changed_ratio passes; only a larger one fails."""
+    recorded, replayed = _pairs([{"v": 1}, {"v": 2}, {"v": 3}, {"v": 4}], [{"v": 1}, {"v": 2}, {"v": 3}, {"v": 5}])
+    at_limit = build_report(recorded_events=recorded, replayed_events=replayed,
+                            thresholds=parse_thresholds({"max_changed_ratio": 0.25}))
+    below = build_report(recorded_events=recorded, replayed_events=replayed,
+                         thresholds=parse_thresholds({"max_changed_ratio": 0.2}))
+    assert (at_limit.exit_code, below.exit_code) == (0, 1)
+
+
+def test_thresholds_per_topic_scope():
+    """Each phase and topic is checked on its own: a clean topic passes beside a failing one."""
+    recorded = [output("a", {"v": 1}, cause="m", topic="good"), output("b", {"v": 1}, cause="n", topic="bad")]
+    replayed = [output("r", {"v": 1}, cause="m", topic="good")]
+    report = build_report(recorded_events=recorded, replayed_events=replayed)
+    failed = {(check.name, check.scope["topic"]) for check in report.failed_checks}
+    assert failed == {("missing", "bad")}
+
+
+def test_latency_statistic_selects_value():
+    """The configured statistic decides: a single slow call breaks a max limit but not a p50 limit."""
+    calls = _calls([100_000] * 9 + [5_000_000])
+    by_max = latency_rows([], calls, parse_thresholds({"latency": {"critical_s": 1.0, "statistic": "max"}}))
+    by_p50 = latency_rows([], calls, parse_thresholds({"latency": {"critical_s": 1.0, "statistic": "p50"}}))
+    assert (by_max[0].status, by_p50[0].status) == (CRITICAL, OK)
+
+
+def test_latency_per_phase_limits():
+    """A phase's own limits replace the defaults for that phase only."""
+    thresholds = parse_thresholds({"latency": {"critical_s": 1.0, "phase2": {"critical_s": 10.0}}})
+    rows = latency_rows([], _calls([2_000_000] * 3, phase="phase2") + _calls([2_000_000] * 3, phase="phase3"),
+                        thresholds)
+    assert {row.phase: row.status for row in rows} == {"phase2": OK, "phase3": CRITICAL}
+
+
+def test_latency_row_stats_fields():
+    """A latency row has count, p50, p95, max and total for both sides, in milliseconds."""
+    entry = RecordedEvent(event_id="m0", logical_date=DAY, phase="phase3", direction=Direction.INPUT,
+                          publish_time=1_710_000_000_000_000, data=b"{}", source="sdk", processor="p",
+                          handling_micros=40_000)
+    [row] = latency_rows([entry], _calls([10_000, 20_000, 30_000]), parse_thresholds(None))
+    assert (row.recorded.count, row.recorded.total_ms, row.recorded_source) == (1, 40.0, "handling_micros")
+    assert (row.replayed.count, row.replayed.p50_ms, row.replayed.max_ms, row.replayed.total_ms) == (
+        3, 20.0, 30.0, 60.0)
+    assert row.replayed.p95_ms == 29.0
+    assert row.status == "ok"
+
+
+def test_no_latency_threshold_no_check():
+    """Without latency limits no latency check is created, so no latency can fail the run."""
+    report = build_report(recorded_events=[], replayed_events=[], calls=_calls([60_000_000]))
+    assert [check.name for check in report.checks if check.name == "latency"] == []
+    assert report.exit_code == 0
+
+
+def test_end_to_end_isolated_not_reported():
+    """End-to-end time is a cascade measure; an isolated run has none."""
+    entry = RecordedEvent(event_id="m0", logical_date=DAY, phase="phase2", direction=Direction.INPUT,
+                          publish_time=1_710_000_000_000_000, data=b"{}", source="sdk", processor="p2")
+    report = build_report(recorded_events=[entry], replayed_events=[output("r", {"v": 1}, cause="m0")],
+                          run_meta={"mode": "isolated", "phases": ["phase2", "phase3"]})
+    assert report.end_to_end == ()
+
+
+def test_end_to_end_per_date():
+    """Two dates in a cascade give two end-to-end rows, each from its own first input."""
+    other_day = DAY + dt.timedelta(days=1)
+    entries = [RecordedEvent(event_id=f"m{day.day}", logical_date=day, phase="phase2", direction=Direction.INPUT,
+                             publish_time=1_710_000_000_000_000 + offset, data=b"{}", source="sdk",
+                             processor="p2")
+               for day, offset in ((DAY, 0), (other_day, 86_400_000_000))]
+    replayed = [output("r1", {"v": 1}, cause="m9", at_micros=2_000_000),
+                dataclasses.replace(output("r2", {"v": 1}, cause="m10", at_micros=86_400_000_000 + 5_000_000),
+                                    logical_date=other_day)]
+    report = build_report(recorded_events=entries, replayed_events=replayed,
+                          run_meta={"mode": "cascade", "phases": ["phase2", "phase3"]})
+    assert [(end.logical_date, end.replayed_s) for end in report.end_to_end] == [(DAY, 2.0), (other_day, 5.0)]
+
+
+def test_noise_unstable_outputs_listed():
+    """An output present in one replay and not the other is listed as unstable, not as a field."""
+    first = _run(1)
+    second = _run(1)[:2]
+    model = learn_noise([first, second], DiffRules())
+    assert model.fields == ()
+    assert model.unstable_outputs == (("t", 1),)
+
+
+def test_noise_model_in_report_json():
+    """The noise model's JSON form names runs, fields with change counts and unstable outputs."""
+    model = learn_noise([_run(1), _run(2), _run(3)], DiffRules())
+    data = model.to_dict()
+    assert data["runs"] == 3
+    assert {"topic": "t", "part": "data", "pattern": "/run", "changes": 6, "pairs_compared": 6} in data["fields"]
+    assert data["unstable_outputs"] == []

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 from replayer.diff._paths import PatternState
@@ -23,9 +22,12 @@ try:
 except ImportError:  # the exact parser is complete on its own; orjson only makes it faster
     orjson = None
 
-# Any integer with at most 18 digits fits a signed 64-bit int, which orjson keeps exact.
-_LONG_DIGIT_RUN = re.compile(rb"\d{19}")
-_MAX_EXACT_FLOAT_INT = 2**53
+# Any integer with at most 18 digits fits a signed 64-bit int, which orjson keeps
+# exact. Digit runs are found by mapping every digit to "0" and everything else
+# to a space and searching for 19 zeros: about 10x faster than a regular
+# expression, which re-scans each run of digits from every position.
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_DIGIT_RUN = b"0" * 19
 
 
 class NotJson(ValueError):
@@ -61,7 +63,7 @@ def parse_fast(data: bytes) -> tuple[Any, bool]:
     :class:`JsonFloat` with their original text, false when they are plain
     floats from orjson (equal in value, text not kept).
     """
-    if orjson is not None and not _LONG_DIGIT_RUN.search(data):
+    if orjson is not None and _LONG_DIGIT_RUN not in data.translate(_DIGITS_AS_ZERO):
         try:
             return orjson.loads(data), False
         except orjson.JSONDecodeError:
@@ -123,7 +125,9 @@ def canonical_number(value: int | float) -> str:
         return "NaN"
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
-    if value == int(value) and abs(value) < _MAX_EXACT_FLOAT_INT:
+    if value == int(value):
+        # The exact integer value, so a float agrees with the integer it equals
+        # and with no other (1.0176718226607831e19 is 10176718226607831040).
         return str(int(value))
     return repr(float(value))
 

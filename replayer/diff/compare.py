@@ -7,8 +7,11 @@
 - JSON has one number type, so ``42`` equals ``42.0`` and ``-0.0`` equals ``0.0``;
 - ``NaN`` equals ``NaN`` but not ``null``; ``Infinity`` equals ``1e400``;
 - two integer texts are compared exactly, whatever their size, and tolerance
-  never applies to them; ``abs_tol``/``rel_tol`` apply when at least one side
-  is a floating-point text;
+  never applies to them;
+- an integer and a float compare by exact value, so ``9007199254740993``
+  differs from ``9007199254740992.0``;
+- ``abs_tol``/``rel_tol`` apply when at least one side is a floating-point
+  text and neither side is an integer beyond 2^53;
 - numbers inside strings are strings;
 - ignored paths are skipped, arrays at order-insensitive paths are compared
   as multisets of their items' canonical text;
@@ -21,7 +24,8 @@ Differing numbers are reported in their original text
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+import math
+from typing import Any, Callable, Mapping
 
 from replayer.diff._paths import PatternState, escape_segment, to_pointer
 from replayer.diff.canonical import (
@@ -39,11 +43,16 @@ try:
 except ImportError:
     orjson = None
 
+_SORT_KEYS = orjson.OPT_SORT_KEYS if orjson is not None else 0
+
 KINDS = ("changed", "type_changed", "missing", "extra", "bytes")
 _PREVIEW_CHARS = 200
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
                int: "number", float: "number", JsonFloat: "number"}
 _SCALAR_TYPES = (str, int, bool, type(None))
+# Two values of one of these types that are == in Python are equal JSON values.
+_EQUAL_BY_VALUE = frozenset((str, int, bool, type(None), float, JsonFloat))
+_MAX_EXACT_FLOAT_INT = 2**53
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,59 +84,106 @@ def _is_number(value: Any) -> bool:
 
 
 def numbers_equal(recorded: int | float, replayed: int | float, *, abs_tol: float, rel_tol: float) -> bool:
-    """Compare two JSON numbers by the diff's rules (exact integers, NaN equal, tolerance for floats)."""
+    """Compare two JSON numbers by the diff's rules (exact integers, NaN equal, tolerance for floats).
+
+    An integer beyond 2^53 has no exact double, so it is compared exactly
+    with the other side even when a tolerance is set: ``9007199254740993``
+    differs from ``9007199254740992.0``.
+    """
     if type(recorded) is int and type(replayed) is int:
         return recorded == replayed
-    left = _as_float(recorded)
-    right = _as_float(replayed)
-    if left == right:
+    # Python compares an int with a float exactly, without rounding the int.
+    if recorded == replayed:
         return True
-    if left != left or right != right:
-        return left != left and right != right
+    if recorded != recorded or replayed != replayed:
+        return recorded != recorded and replayed != replayed
     if abs_tol == 0.0 and rel_tol == 0.0:
         return False
-    if left in (float("inf"), float("-inf")) or right in (float("inf"), float("-inf")):
+    if _is_big_int(recorded) or _is_big_int(replayed):
+        return False
+    left = float(recorded)
+    right = float(replayed)
+    if math.isinf(left) or math.isinf(right):
         return False
     return abs(left - right) <= max(abs_tol, rel_tol * max(abs(left), abs(right)))
 
 
-def _as_float(value: int | float) -> float:
-    try:
-        return float(value)
-    except OverflowError:
-        # An integer beyond the double range can only be compared to a float as infinite.
-        return float("inf") if value > 0 else float("-inf")
+def _is_big_int(value: int | float) -> bool:
+    return type(value) is int and abs(value) > _MAX_EXACT_FLOAT_INT
 
 
 class _Walker:
     """One recursive comparison of two parsed documents; collects FieldDiff rows."""
 
-    def __init__(self, rules: TopicRules, *, exact: bool) -> None:
+    def __init__(self, rules: TopicRules, *, exact: bool, may_hold_booleans: bool = True) -> None:
         self.abs_tol = rules.abs_tol
         self.rel_tol = rules.rel_tol
         self.renderer = Renderer()
         self.diffs: list[FieldDiff] = []
         # orjson can serialise plain trees only; exact trees hold JsonFloat.
         self.strict_dump = orjson.dumps if (orjson is not None and not exact) else None
+        self.may_hold_booleans = may_hold_booleans
+        # Differences whose values held floats without their original text: (index
+        # in diffs, recorded path, replayed path, recorded affected, replayed affected).
+        self.plain_floats: list[tuple[int, tuple[str, ...], tuple[str, ...], bool, bool]] = []
+        # In order-insensitive arrays an item is reported at its recorded index;
+        # this maps that item's path to its index on the replayed side.
+        self.replayed_index: dict[tuple[str, ...], str] = {}
 
-    def same_subtree(self, left: Any, right: Any) -> bool:
-        """Return True only when two containers are equal with JSON types respected.
+    def equal_containers(self, left: Any, right: Any) -> bool:
+        """Return True only when two containers that are ``==`` in Python are also equal as JSON.
 
-        Python's ``==`` alone treats ``true`` as ``1``, so equality is confirmed
-        on orjson's serialisation, which keeps the two apart.
+        Python's ``==`` treats ``true`` as ``1``. Without booleans in the
+        payloads ``==`` is enough. Otherwise equality is confirmed on orjson's
+        serialisation with sorted keys, which keeps the two apart.
         """
-        if self.strict_dump is None or left != right:
+        if not self.may_hold_booleans:
+            return True
+        if self.strict_dump is None:
             return False
-        return self.strict_dump(left) == self.strict_dump(right)
+        return self.strict_dump(left, option=_SORT_KEYS) == self.strict_dump(right, option=_SORT_KEYS)
 
-    def add(self, path: tuple[str, ...], left: Any, right: Any, kind: str) -> None:
-        render = self.renderer.render
-        self.diffs.append(FieldDiff(
-            pointer=to_pointer(path),
-            recorded=None if left is _ABSENT else render(left),
-            replayed=None if right is _ABSENT else render(right),
-            kind=kind,
-        ))
+    def is_equal(self, left: Any, right: Any) -> bool:
+        """Return True when two values are certainly equal by the diff's rules, without walking them."""
+        kind = type(left)
+        if kind is not type(right) or left != right:
+            return False
+        return kind in _EQUAL_BY_VALUE or self.equal_containers(left, right)
+
+    def add(self, path: tuple[str, ...], left: Any, right: Any, kind: str,
+            right_path: tuple[str, ...] | None = None) -> None:
+        renderer = self.renderer
+        renderer.saw_plain_float = False
+        recorded = None if left is _ABSENT else renderer.render(left)
+        left_plain = renderer.saw_plain_float
+        renderer.saw_plain_float = False
+        replayed = None if right is _ABSENT else renderer.render(right)
+        right_plain = renderer.saw_plain_float
+        if left_plain or right_plain:
+            if right_path is None:
+                right_path = self.replayed_path(path)
+            self.plain_floats.append((len(self.diffs), path, right_path, left_plain, right_plain))
+        self.diffs.append(FieldDiff(pointer=to_pointer(path), recorded=recorded, replayed=replayed, kind=kind))
+
+    def replayed_path(self, path: tuple[str, ...]) -> tuple[str, ...]:
+        """Return ``path`` with order-insensitive array indices mapped to the replayed side."""
+        if not self.replayed_index:
+            return path
+        return tuple(self.replayed_index.get(path[:depth + 1], segment) for depth, segment in enumerate(path))
+
+    def render_original_numbers(self, recorded: Callable[[tuple[str, ...]], str],
+                                replayed: Callable[[tuple[str, ...]], str]) -> None:
+        """Render again the values that held floats without their text.
+
+        ``recorded`` and ``replayed`` each return the text of the value at a path on their side.
+        """
+        for index, left_path, right_path, left_plain, right_plain in self.plain_floats:
+            diff = self.diffs[index]
+            self.diffs[index] = dataclasses.replace(
+                diff,
+                recorded=recorded(left_path) if left_plain else diff.recorded,
+                replayed=replayed(right_path) if right_plain else diff.replayed,
+            )
 
     def walk(self, left: Any, right: Any, path: tuple[str, ...],
              ignore: PatternState | None, unordered: PatternState | None) -> None:
@@ -152,27 +208,26 @@ class _Walker:
 
     def walk_child(self, left: Any, right: Any, path: tuple[str, ...],
                    ignore: PatternState | None, unordered: PatternState | None) -> None:
-        kind = type(left)
-        if kind is type(right):
-            if kind in _SCALAR_TYPES:
-                if left == right:
-                    return
-            elif kind is dict or kind is list:
-                if self.same_subtree(left, right):
-                    return
-        self.walk(left, right, path, ignore, unordered)
+        if not self.is_equal(left, right):
+            self.walk(left, right, path, ignore, unordered)
 
     def walk_object(self, left: dict, right: dict, path: tuple[str, ...],
                     ignore: PatternState | None, unordered: PatternState | None) -> None:
+        # Equal values are skipped before their ignore state is computed, since
+        # an equal value has no difference to ignore.
+        is_equal = self.is_equal
         for key, left_value in left.items():
+            right_value = right.get(key, _ABSENT)
+            if right_value is not _ABSENT and is_equal(left_value, right_value):
+                continue
             child_ignore = ignore.step(key) if ignore is not None else None
             if child_ignore is not None and child_ignore.accepting:
                 continue
-            if key in right:
-                child_unordered = unordered.step(key) if unordered is not None else None
-                self.walk_child(left_value, right[key], path + (key,), child_ignore, child_unordered)
-            else:
+            if right_value is _ABSENT:
                 self.add(path + (key,), left_value, _ABSENT, "missing")
+            else:
+                child_unordered = unordered.step(key) if unordered is not None else None
+                self.walk(left_value, right_value, path + (key,), child_ignore, child_unordered)
         for key, right_value in right.items():
             if key in left:
                 continue
@@ -183,7 +238,11 @@ class _Walker:
 
     def walk_array(self, left: list, right: list, path: tuple[str, ...],
                    ignore: PatternState | None, unordered: PatternState | None) -> None:
+        is_equal = self.is_equal
+        shared = min(len(left), len(right))
         for index in range(max(len(left), len(right))):
+            if index < shared and is_equal(left[index], right[index]):
+                continue
             segment = str(index)
             child_ignore = ignore.step(segment) if ignore is not None else None
             if child_ignore is not None and child_ignore.accepting:
@@ -194,7 +253,7 @@ class _Walker:
                 self.add(path + (segment,), _ABSENT, right[index], "extra")
             else:
                 child_unordered = unordered.step(segment) if unordered is not None else None
-                self.walk_child(left[index], right[index], path + (segment,), child_ignore, child_unordered)
+                self.walk(left[index], right[index], path + (segment,), child_ignore, child_unordered)
 
     def walk_unordered(self, left: list, right: list, path: tuple[str, ...],
                        ignore: PatternState | None, unordered: PatternState) -> None:
@@ -219,15 +278,25 @@ class _Walker:
         left_over.sort()
         for (_, left_index), (_, right_index) in zip(left_over, right_over):
             child_ignore, child_unordered = states(left_index)
+            if left_index != right_index:
+                self.replayed_index[path + (str(left_index),)] = str(right_index)
             self.walk_child(left[left_index], right[right_index], path + (str(left_index),),
                             child_ignore, child_unordered)
         for _, left_index in left_over[len(right_over):]:
             self.add(path + (str(left_index),), left[left_index], _ABSENT, "missing")
         for _, right_index in right_over[len(left_over):]:
-            self.add(path + (str(right_index),), _ABSENT, right[right_index], "extra")
+            # Extra items are reported at their replayed index.
+            self.add(path + (str(right_index),), _ABSENT, right[right_index], "extra",
+                     right_path=self.replayed_path(path) + (str(right_index),))
 
 
 _ABSENT = object()
+
+
+def _resolve(document: Any, path: tuple[str, ...]) -> Any:
+    for segment in path:
+        document = document[int(segment)] if type(document) is list else document[segment]
+    return document
 
 
 def compare_documents(recorded: Any, replayed: Any, rules: TopicRules, *, exact: bool = True) -> list[FieldDiff]:
@@ -266,14 +335,34 @@ def compare_payloads(recorded: bytes, replayed: bytes, rules: TopicRules) -> lis
     exact = left_exact or right_exact
     if exact and not (left_exact and right_exact):
         left, right, exact = parse_exact(recorded), parse_exact(replayed), True
-    walker = _Walker(rules, exact=exact)
+    # Without a true or false anywhere, Python's == is JSON equality on orjson's trees.
+    may_hold_booleans = (b"true" in recorded or b"false" in recorded
+                         or b"true" in replayed or b"false" in replayed)
+    walker = _Walker(rules, exact=exact, may_hold_booleans=may_hold_booleans)
     walker.walk_child(left, right, (), root_ignore, rules.unordered.root)
-    if walker.renderer.saw_plain_float:
-        # A differing float was rendered from orjson's value: parse again to
-        # report the numbers as they were written.
-        walker = _Walker(rules, exact=True)
-        walker.walk_child(parse_exact(recorded), parse_exact(replayed), (), root_ignore, rules.unordered.root)
+    if walker.plain_floats:
+        # A differing float was rendered from orjson's value, which has lost its
+        # text (1.50, 1e2): find the numbers as they were written.
+        walker.render_original_numbers(_original_text_at(recorded, left), _original_text_at(replayed, right))
     return walker.diffs
+
+
+def _original_text_at(data: bytes, document: Any) -> Callable[[tuple[str, ...]], str]:
+    """Return a function rendering the value at a path with its numbers as written in ``data``.
+
+    If orjson writes the parsed document back as exactly ``data``, every
+    number in ``data`` is written the way orjson writes it. Then orjson renders
+    the original text without a second parse. The spaces that ``json.dumps``
+    puts after ``,`` and ``:`` are dropped before this check. Otherwise
+    ``data`` is parsed again by the exact parser, which keeps each float's text.
+    """
+    written = orjson.dumps(document)
+    stripped = data.strip()
+    if written == stripped or written == stripped.replace(b", ", b",").replace(b": ", b":"):
+        return lambda path: orjson.dumps(_resolve(document, path)).decode()
+    exact = parse_exact(data)
+    render = Renderer().render
+    return lambda path: render(_resolve(exact, path))
 
 
 def compare_attributes(recorded: Mapping[str, str], replayed: Mapping[str, str],

@@ -42,7 +42,8 @@ class MatchEntry:
 
     ``side`` names the side a duplicate or unmatchable output is on;
     ``duplicate_of`` is the event id of the first output with the same key;
-    ``reason`` says why an output is unmatchable.
+    ``reason`` says why an output is unmatchable, or names the failed replayed
+    call upstream of a missing output (see :mod:`replayer.diff.causes`).
     """
 
     category: str

@@ -72,7 +72,11 @@ class NoiseModel:
 
 
 def generalise_pointer(pointer: str) -> str:
-    """Replace array indices in ``pointer`` by ``*`` (``/plays/3/ts`` becomes ``/plays/*/ts``)."""
+    """Replace array indices in ``pointer`` by ``*`` (``/plays/3/ts`` becomes ``/plays/*/ts``).
+
+    NOTE: a pointer does not say whether a segment is an array index, so an
+    object key made of digits (``/by_player/1630/pts``) is generalised too.
+    """
     if pointer == "":
         return ""
     parts = split_pointer(pointer)

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 
 from recorder._logging import get_logger
+from replayer.diff.causes import explain_missing
 from replayer.diff.checks import FAIL, Check, latency_checks, topic_checks, validation_checks
 from replayer.diff.latency import (
     EndToEnd,
@@ -153,8 +154,9 @@ def _phase_latency(recorded: Sequence[RecordedEvent], calls: Sequence[Mapping[st
 
 
 def _run_summary(run_meta: Mapping[str, Any], skipped_outputs: int, elapsed_s: float) -> dict[str, Any]:
-    keys = ("mode", "dates", "phases", "speed", "archive", "started_at", "finished_at",
-            "planned_duration_s", "pacing", "gaps_shortened", "out_of_order", "read", "baseline", "candidate")
+    keys = ("mode", "dates", "phases", "speed", "config", "archive", "runner", "started_at", "finished_at",
+            "planned_duration_s", "elapsed_s", "pacing", "gaps_shortened", "out_of_order", "where", "read",
+            "abandoned_calls", "unrouted_outputs", "baseline", "candidate")
     summary = {key: run_meta[key] for key in keys if key in run_meta}
     summary["recorded_outputs_of_unconfigured_processors"] = skipped_outputs
     summary["report_elapsed_s"] = round(elapsed_s, 3)
@@ -203,7 +205,7 @@ def build_report(
 
     recorded, _ = dedupe_events(raw_recorded)
     outputs, skipped = _selected_outputs(recorded, order, _configured_processors(config))
-    match = match_outputs(outputs, replayed, golden_rules, phase_order=order)
+    match = explain_missing(match_outputs(outputs, replayed, golden_rules, phase_order=order), recorded, calls)
     validation = validate(recorded_events=raw_recorded, replayed_events=replayed, calls=calls, match=match,
                           run_meta=run_meta, config=config, phases=order or None)
     rows = latency_rows(recorded, calls, thresholds)

@@ -6,6 +6,7 @@ half a report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -21,6 +22,15 @@ SAMPLES_PER_TOPIC = 20
 
 def _stats(stats: Any) -> dict[str, Any] | None:
     return stats.to_dict() if stats is not None else None
+
+
+def _override(override: Any) -> dict[str, Any]:
+    """Per-topic rules as JSON, with tuples as lists and unset fields as null."""
+    data = {}
+    for field in dataclasses.fields(override):
+        value = getattr(override, field.name)
+        data[field.name] = list(value) if isinstance(value, tuple) else value
+    return data
 
 
 def report_to_dict(report: "Report") -> dict[str, Any]:
@@ -67,6 +77,8 @@ def report_to_dict(report: "Report") -> dict[str, Any]:
             "keys": {topic: list(pointers) for topic, pointers in report.rules.keys.items()},
             "match": report.rules.match,
             "compare_attributes": report.rules.compare_attributes,
+            "ignore_attributes": list(report.rules.ignore_attributes),
+            "topics": {topic: _override(override) for topic, override in report.rules.topics.items()},
         },
         "files": dict(report.files),
     }

@@ -9,6 +9,7 @@ from replayer.diff.checks import FAIL
 if TYPE_CHECKING:
     from replayer.diff.report import Report
 
+_LOG_WIDTH = 160
 _STATUS_STYLE = {"ok": "green", "warn": "yellow", "critical": "bold red", "fail": "bold red", "no_data": "dim"}
 
 
@@ -22,10 +23,15 @@ def print_summary(report: "Report", *, file: TextIO | None = None, width: int | 
     from rich.table import Table
 
     console = Console(file=file, width=width, highlight=False)
+    if width is None and not console.is_terminal:
+        # Rich assumes 80 columns when the output is a file or a CI log, which
+        # would cut phase, topic and processor names down to a few letters.
+        console.width = _LOG_WIDTH
     outputs = Table(title="Outputs per phase and topic")
     for header in ("phase", "topic", "recorded", "replayed", "identical", "changed", "missing", "extra",
                    "dup rec/rep", "unmatchable"):
-        outputs.add_column(header, justify="left" if header in ("phase", "topic") else "right")
+        outputs.add_column(header, justify="left" if header in ("phase", "topic") else "right",
+                           overflow="fold")
     for topic in report.topics:
         counts = topic.counts
         outputs.add_row(
@@ -37,15 +43,17 @@ def print_summary(report: "Report", *, file: TextIO | None = None, width: int | 
     console.print(outputs)
 
     latency = Table(title="Handling time per phase and processor (ms)")
-    for header in ("phase", "processor", "rec n", "rec p50", "rec p95", "rep n", "rep p50", "rep p95",
-                   "rep max", "status"):
-        latency.add_column(header, justify="left" if header in ("phase", "processor", "status") else "right")
+    for header in ("phase", "processor", "rec n", "rec p50", "rec p95", "rec max", "rec total", "rep n", "rep p50",
+                   "rep p95", "rep max", "rep total", "status"):
+        latency.add_column(header, justify="left" if header in ("phase", "processor", "status") else "right",
+                           overflow="fold")
     for row in report.latency:
         latency.add_row(
             row.phase, row.processor or "(none)", str(row.recorded.count) if row.recorded else "",
-            _ms(row.recorded, "p50_ms"), _ms(row.recorded, "p95_ms"),
+            _ms(row.recorded, "p50_ms"), _ms(row.recorded, "p95_ms"), _ms(row.recorded, "max_ms"),
+            _ms(row.recorded, "total_ms"),
             str(row.replayed.count) if row.replayed else "", _ms(row.replayed, "p50_ms"),
-            _ms(row.replayed, "p95_ms"), _ms(row.replayed, "max_ms"),
+            _ms(row.replayed, "p95_ms"), _ms(row.replayed, "max_ms"), _ms(row.replayed, "total_ms"),
             f"[{_STATUS_STYLE.get(row.status, '')}]{row.status}[/]",
         )
     console.print(latency)
