@@ -346,3 +346,72 @@ def test_production_synthetic_day(tmp_path):
     assert run.failures == ()
     assert run.published["nba-phase6-export-complete"] == 3
     assert run.recorded > 0 and run.dropped == 0
+
+
+def _run_chain(real_payloads, tmp_path):
+    """Run every processor of phases 2-6 once, in order, on the real day; return each topic's messages."""
+    from examples.nba import phase6
+
+    published = defaultdict(list)
+    reports = _phase2_reports(real_payloads, tmp_path)
+    published["nba-phase2-raw-complete"] = reports
+    state = {}
+    triggers = [message for report in reports
+                for _, message, _ in call(orchestrators.orchestrate_phase2_to_3, report, state=state)]
+    published["nba-phase3-trigger"] = triggers
+    state = {}
+    for trigger in triggers:
+        for message in phase3.summarize_game(trigger).messages:
+            published["nba-phase3-analytics-complete"].append(message)
+            for topic, output, _ in call(orchestrators.orchestrate_phase3_to_4, message, state=state):
+                published[topic].append(output)
+    for trigger in published["nba-phase4-trigger"]:
+        for topic, output, _ in call(phase4.process_player_features, trigger):
+            published[topic].append(output)
+    for features_done in published["nba-phase4-precompute-complete"]:
+        for topic, output, _ in call(phase5.process_predictions, features_done):
+            published[topic].append(output)
+    for export_trigger in published["nba-phase6-export-trigger"]:
+        for topic, output, _ in call(phase6.process_export, export_trigger):
+            published[topic].append(output)
+    return published
+
+
+def test_prefixes_redirect_every_write(real_payloads, data_root, tmp_path, monkeypatch):
+    """With DATASET_PREFIX and GCS_PREFIX set, phases 2-6 write only under the prefixed datasets and exports."""
+    monkeypatch.setenv(storage.DATASET_PREFIX_ENV, "test_")
+    monkeypatch.setenv(storage.GCS_PREFIX_ENV, "test/")
+    published = _run_chain(real_payloads, tmp_path)
+    assert len(published["nba-phase6-export-complete"]) == 11
+    written = {path.relative_to(data_root).parts[0] for path in data_root.rglob("*") if path.is_file()}
+    assert written == {"test_nba_raw", "test_nba_analytics", "test_nba_precompute", "test_nba_predictions", "test"}
+    assert {path.relative_to(data_root / "test").parts[0] for path in (data_root / "test").rglob("*.json")} == {
+        "exports"}
+
+
+def test_messages_carry_counts_and_digests(real_payloads, data_root, tmp_path):
+    """Every message naming stored rows or an export carries their record count and content digest."""
+    published = _run_chain(real_payloads, tmp_path)
+    checked = Counter()
+    for topic, messages in published.items():
+        for message in messages:
+            for field in ("rows_object", "export_path"):
+                if field not in message:
+                    continue
+                if field == "rows_object":
+                    content = storage.read_rows(message[field])
+                    records = len(content)
+                else:
+                    content = json.loads((data_root / message[field]).read_text())
+                    records = len(content["players"])
+                assert message["content_sha256"] == storage.content_digest(content), (topic, field)
+                assert message["record_count"] == records, (topic, field)
+                checked[topic] += 1
+    assert checked == {
+        "nba-phase2-raw-complete": 2, "nba-phase3-analytics-complete": 22, "nba-phase4-precompute-complete": 11,
+        "nba-phase6-export-trigger": 11, "nba-phase6-export-complete": 11,
+    }
+    # Phase 5 publishes each player's prediction row itself.
+    predictions = published["nba-phase5-predictions-complete"]
+    assert len(predictions) == sum(len(storage.read_rows(m["rows_object"])) for m in published["nba-phase6-export-trigger"])
+    assert all(isinstance(m["predicted_points"], float) and m["record_count"] == 1 for m in predictions)

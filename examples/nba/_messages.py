@@ -111,3 +111,47 @@ def message_attributes(message: dict[str, Any]) -> dict[str, str]:
     if message.get("processor_name"):
         attributes["processor_name"] = str(message["processor_name"])
     return attributes
+
+
+def stored_output_message(
+    *,
+    trigger: dict[str, Any],
+    stored: Any,
+    event_type: str,
+    processor_name: str,
+    id_prefix: str,
+    clock: HandlingClock,
+    object_field: str = "rows_object",
+    metadata: dict[str, Any] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Build the completion message of one game's stored rows or export.
+
+    ``trigger`` is the message that names the game (``game_date``,
+    ``game_id``, ``correlation_id``); ``stored`` is the
+    :class:`examples.nba.storage.StoredObject` written for it. The message
+    carries its row count, its object path under ``object_field`` and its
+    content digest, so a diff of the messages catches any change in the rows.
+    """
+    game_date, game_id = trigger["game_date"], trigger["game_id"]
+    return completion_message(
+        event_type=event_type,
+        processor_name=processor_name,
+        execution_id=execution_id(id_prefix, processor_name, game_date, game_id),
+        correlation_id=trigger.get("correlation_id"),
+        game_date=game_date,
+        game_ids=[game_id],
+        record_count=stored.record_count,
+        clock=clock,
+        metadata=metadata,
+        game_id=game_id,
+        **{object_field: stored.relative_path},
+        content_sha256=stored.content_sha256,
+        **fields,
+    )
+
+
+def publish_message(ctx: Any, topic: str, message: dict[str, Any]) -> str:
+    """Publish ``message`` as JSON with the attributes every example message carries."""
+    return ctx.publish(topic, message, **message_attributes(message))
+

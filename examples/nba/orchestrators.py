@@ -23,7 +23,7 @@ from examples.nba._messages import (
     HandlingClock,
     completion_message,
     execution_id,
-    message_attributes,
+    publish_message,
 )
 from examples.nba.phase2 import BDL_PROCESSOR_NAME, NBAC_PROCESSOR_NAME, PHASE2_PROCESSOR_NAMES
 
@@ -103,7 +103,7 @@ def orchestrate_phase2_to_3(message, ctx) -> None:
                 },
             },
         )
-        ctx.publish(TOPIC_PHASE3_TRIGGER, trigger, **message_attributes(trigger))
+        publish_message(ctx, TOPIC_PHASE3_TRIGGER, trigger)
     log.info("nba.phase_triggered", phase="phase3", date=game_date, records=len(date_game_ids))
 
 
@@ -138,5 +138,5 @@ def orchestrate_phase3_to_4(message, ctx) -> None:
             },
         },
     )
-    ctx.publish(TOPIC_PHASE4_TRIGGER, trigger, **message_attributes(trigger))
+    publish_message(ctx, TOPIC_PHASE4_TRIGGER, trigger)
     log.info("nba.phase_triggered", phase="phase4", date=game_date, game=game_id)

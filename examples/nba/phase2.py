@@ -28,7 +28,7 @@ from examples.nba._messages import (
     HandlingClock,
     completion_message,
     execution_id,
-    message_attributes,
+    publish_message,
     sorted_unique,
 )
 
@@ -190,7 +190,7 @@ def _handle_scraper_message(message, ctx, *, processor_name, table, parse, summa
             **common, game_ids=[], record_count=0, clock=clock, status=STATUS_FAILED,
             metadata={"error_type": "ScraperFailed", "error_message": f"scraper status {scraper.get('status')!r}"},
         )
-        ctx.publish(TOPIC_PHASE2_COMPLETE, failed, **message_attributes(failed))
+        publish_message(ctx, TOPIC_PHASE2_COMPLETE, failed)
         return
     rows = parse(storage.read_json_uri(_payload_uri(scraper)), game_date=game_date)
     stored = storage.write_rows(dataset=RAW_DATASET, table=table, game_date=game_date, name=game_date, rows=rows)
@@ -203,7 +203,7 @@ def _handle_scraper_message(message, ctx, *, processor_name, table, parse, summa
         metadata={"rows_inserted": stored.record_count if stored.created else 0},
         **summarize(rows),
     )
-    ctx.publish(TOPIC_PHASE2_COMPLETE, done, **message_attributes(done))
+    publish_message(ctx, TOPIC_PHASE2_COMPLETE, done)
     log.info("nba.rows_written", phase="phase2", processor=processor_name, date=game_date,
              records=stored.record_count, file=stored.relative_path)
 

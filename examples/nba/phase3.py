@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any, Mapping, Sequence
 
 from examples.nba import storage
-from examples.nba._messages import HandlingClock, completion_message, execution_id
+from examples.nba._messages import HandlingClock, stored_output_message
 from examples.nba.orchestrators import PLAYER_SUMMARY_PROCESSOR_NAME, TEAM_SUMMARY_PROCESSOR_NAME
 
 ANALYTICS_DATASET = "nba_analytics"
@@ -142,7 +142,7 @@ def _find_game(scoreboard_rows: Sequence[Mapping[str, Any]], game_id: str) -> Ma
 def summarize_game(trigger: Mapping[str, Any]) -> GameSummaries:
     """Compute, write and describe both phase 3 tables for the game of one trigger."""
     clock = HandlingClock()
-    game_date, game_id = trigger["game_date"], trigger["game_id"]
+    game_id = trigger["game_id"]
     upstream = trigger["upstream"]
     box_rows = storage.read_rows(upstream["nba_raw.bdl_player_boxscores"]["rows_object"])
     game = _find_game(storage.read_rows(upstream["nba_raw.nbac_scoreboard_games"]["rows_object"]), game_id)
@@ -155,20 +155,15 @@ def summarize_game(trigger: Mapping[str, Any]) -> GameSummaries:
     }
     messages = []
     for processor_name, (table, rows) in stored.items():
-        written = storage.write_rows(dataset=ANALYTICS_DATASET, table=table, game_date=game_date, name=game_id, rows=rows)
-        messages.append(completion_message(
+        written = storage.write_game_rows(dataset=ANALYTICS_DATASET, table=table, trigger=trigger, rows=rows)
+        messages.append(stored_output_message(
+            trigger=trigger,
+            stored=written,
             event_type="analytics_complete",
             processor_name=processor_name,
-            execution_id=execution_id("analytics", processor_name, game_date, game_id),
-            correlation_id=trigger.get("correlation_id"),
-            game_date=game_date,
-            game_ids=[game_id],
-            record_count=written.record_count,
+            id_prefix="analytics",
             clock=clock,
-            game_id=game_id,
             target_table=f"{ANALYTICS_DATASET}.{table}",
-            rows_object=written.relative_path,
-            content_sha256=written.content_sha256,
             dependencies_met=True,
             affected_entities={
                 "players": [str(row["player_id"]) for row in player_rows] if table == PLAYER_TABLE else [],

@@ -13,13 +13,7 @@ from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
 from examples.nba import storage
-from examples.nba._messages import (
-    TOPIC_PHASE4_COMPLETE,
-    HandlingClock,
-    completion_message,
-    execution_id,
-    message_attributes,
-)
+from examples.nba._messages import TOPIC_PHASE4_COMPLETE, HandlingClock, publish_message, stored_output_message
 
 PRECOMPUTE_DATASET = "nba_precompute"
 FEATURES_TABLE = "player_game_features"
@@ -75,25 +69,12 @@ def process_player_features(message, ctx) -> None:
     """Compute and store the features of one game's players; publish the completion."""
     clock = HandlingClock()
     trigger = message.json()
-    game_date, game_id = trigger["game_date"], trigger["game_id"]
     summaries = storage.read_rows(trigger["upstream"]["nba_analytics.player_game_summary"]["rows_object"])
-    rows = player_features(summaries)
-    written = storage.write_rows(
-        dataset=PRECOMPUTE_DATASET, table=FEATURES_TABLE, game_date=game_date, name=game_id, rows=rows
-    )
-    done = completion_message(
-        event_type="precompute_complete",
-        processor_name=PROCESSOR_NAME,
-        execution_id=execution_id("precompute", PROCESSOR_NAME, game_date, game_id),
-        correlation_id=trigger.get("correlation_id"),
-        game_date=game_date,
-        game_ids=[game_id],
-        record_count=written.record_count,
-        clock=clock,
-        game_id=game_id,
+    written = storage.write_game_rows(dataset=PRECOMPUTE_DATASET, table=FEATURES_TABLE, trigger=trigger,
+                                      rows=player_features(summaries))
+    done = stored_output_message(
+        trigger=trigger, stored=written, event_type="precompute_complete", processor_name=PROCESSOR_NAME,
+        id_prefix="precompute", clock=clock, metadata={"rows_upserted": written.record_count},
         target_table=f"{PRECOMPUTE_DATASET}.{FEATURES_TABLE}",
-        rows_object=written.relative_path,
-        content_sha256=written.content_sha256,
-        metadata={"rows_upserted": written.record_count},
     )
-    ctx.publish(TOPIC_PHASE4_COMPLETE, done, **message_attributes(done))
+    publish_message(ctx, TOPIC_PHASE4_COMPLETE, done)

@@ -25,7 +25,8 @@ from examples.nba._messages import (
     HandlingClock,
     completion_message,
     execution_id,
-    message_attributes,
+    publish_message,
+    stored_output_message,
 )
 
 PREDICTIONS_DATASET = "nba_predictions"
@@ -99,9 +100,8 @@ def make_prediction_processor(model: PredictionModel = DEFAULT_MODEL) -> Callabl
         features_done = message.json()
         game_date, game_id = features_done["game_date"], features_done["game_id"]
         predictions = predict_game(storage.read_rows(features_done["rows_object"]), model)
-        written = storage.write_rows(
-            dataset=PREDICTIONS_DATASET, table=PREDICTIONS_TABLE, game_date=game_date, name=game_id, rows=predictions
-        )
+        written = storage.write_game_rows(dataset=PREDICTIONS_DATASET, table=PREDICTIONS_TABLE,
+                                          trigger=features_done, rows=predictions)
         correlation_id = features_done.get("correlation_id")
         for row in predictions:
             player_message = completion_message(
@@ -115,23 +115,13 @@ def make_prediction_processor(model: PredictionModel = DEFAULT_MODEL) -> Callabl
                 clock=clock,
                 **{key: value for key, value in row.items() if key not in ("game_date",)},
             )
-            ctx.publish(TOPIC_PHASE5_COMPLETE, player_message, **message_attributes(player_message))
-        summary = completion_message(
-            event_type="predictions_complete",
-            processor_name=PROCESSOR_NAME,
-            execution_id=execution_id("pred", PROCESSOR_NAME, game_date, game_id),
-            correlation_id=correlation_id,
-            game_date=game_date,
-            game_ids=[game_id],
-            record_count=written.record_count,
-            clock=clock,
-            game_id=game_id,
-            model_version=model.version,
+            publish_message(ctx, TOPIC_PHASE5_COMPLETE, player_message)
+        summary = stored_output_message(
+            trigger=features_done, stored=written, event_type="predictions_complete", processor_name=PROCESSOR_NAME,
+            id_prefix="pred", clock=clock, model_version=model.version,
             target_table=f"{PREDICTIONS_DATASET}.{PREDICTIONS_TABLE}",
-            rows_object=written.relative_path,
-            content_sha256=written.content_sha256,
         )
-        ctx.publish(TOPIC_PHASE6_TRIGGER, summary, **message_attributes(summary))
+        publish_message(ctx, TOPIC_PHASE6_TRIGGER, summary)
 
     process.__doc__ = f"Predict one game's players with model {model.version!r} and publish per player."
     return process

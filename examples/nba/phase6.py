@@ -9,13 +9,7 @@ writes ``exports/predictions/<game_date>/<game_id>-<sha256[:16]>.json`` under
 from __future__ import annotations
 
 from examples.nba import storage
-from examples.nba._messages import (
-    TOPIC_PHASE6_COMPLETE,
-    HandlingClock,
-    completion_message,
-    execution_id,
-    message_attributes,
-)
+from examples.nba._messages import TOPIC_PHASE6_COMPLETE, HandlingClock, publish_message, stored_output_message
 
 PROCESSOR_NAME = "PredictionsExporter"
 EXPORT_KIND = "predictions"
@@ -47,21 +41,11 @@ def process_export(message, ctx) -> None:
     """Export one game's predictions and publish ``nba-phase6-export-complete``."""
     clock = HandlingClock()
     trigger = message.json()
-    game_date, game_id = trigger["game_date"], trigger["game_id"]
     document = export_document(trigger, storage.read_rows(trigger["rows_object"]))
-    written = storage.write_export(kind=EXPORT_KIND, game_date=game_date, name=game_id, document=document)
-    done = completion_message(
-        event_type="export_complete",
-        processor_name=PROCESSOR_NAME,
-        execution_id=execution_id("export", PROCESSOR_NAME, game_date, game_id),
-        correlation_id=trigger.get("correlation_id"),
-        game_date=game_date,
-        game_ids=[game_id],
-        record_count=written.record_count,
-        clock=clock,
-        game_id=game_id,
-        export_path=written.relative_path,
-        content_sha256=written.content_sha256,
-        metadata={"size_bytes": written.size_bytes},
+    written = storage.write_export(kind=EXPORT_KIND, game_date=trigger["game_date"], name=trigger["game_id"],
+                                   document=document)
+    done = stored_output_message(
+        trigger=trigger, stored=written, event_type="export_complete", processor_name=PROCESSOR_NAME,
+        id_prefix="export", clock=clock, object_field="export_path", metadata={"size_bytes": written.size_bytes},
     )
-    ctx.publish(TOPIC_PHASE6_COMPLETE, done, **message_attributes(done))
+    publish_message(ctx, TOPIC_PHASE6_COMPLETE, done)

@@ -278,23 +278,32 @@ def _scraper_schedule(game_date: str) -> list[tuple[str, str, int]]:
     ]
 
 
-def _write_scraper_payload(root: str, folder: str, game_date: str, payload: dict) -> str:
-    from recorder._storage import ObjectExistsError, join_uri, open_storage
+def scraper_payload_uri(root: str, folder: str, game_date: str, payload: dict) -> str:
+    """Return where a scraper payload is stored under ``root``, named by its content digest."""
+    from recorder._storage import join_uri
 
-    body = storage.canonical_json(payload)
-    uri = join_uri(root, "scraped", folder, game_date, f"{hashlib.sha256(body).hexdigest()[:16]}.json")
+    return join_uri(root, "scraped", folder, game_date, f"{storage.content_digest(payload)[:16]}.json")
+
+
+def write_scraper_payload(root: str, folder: str, game_date: str, payload: dict) -> str:
+    """Store a scraper payload as canonical JSON at :func:`scraper_payload_uri`; return that URI."""
+    from recorder._storage import ObjectExistsError, open_storage
+
+    uri = scraper_payload_uri(root, folder, game_date, payload)
     with contextlib.suppress(ObjectExistsError):
-        open_storage(root).write_new(uri, body)
+        open_storage(root).write_new(uri, storage.canonical_json(payload))
     return uri
 
 
-def _count_lines(box_scores: dict) -> int:
+def count_player_lines(box_scores: dict) -> int:
+    """Return the number of player lines in a BallDontLie box scores payload."""
     return sum(len(game[side]["players"]) for game in box_scores.get("data", ())
                for side in ("home_team", "visitor_team"))
 
 
 @contextlib.contextmanager
-def _production_environment(data_root: str) -> Iterator[None]:
+def production_environment(data_root: str) -> Iterator[None]:
+    """Set ``NBA_DATA_ROOT`` and clear the replay prefixes while production runs; restore them after."""
     names = (storage.DATA_ROOT_ENV, storage.DATASET_PREFIX_ENV, storage.GCS_PREFIX_ENV)
     saved = {name: os.environ.get(name) for name in names}
     os.environ[storage.DATA_ROOT_ENV] = data_root
@@ -342,7 +351,7 @@ def record_production_day(
     deliveries = 0
     states: dict[str, dict] = {}
 
-    with _production_environment(data_root), contextlib.ExitStack() as stack:
+    with production_environment(data_root), contextlib.ExitStack() as stack:
         coordinates = stack.enter_context(traveller)
         bus = InProcessBus(SUBSCRIBERS, traveller=coordinates, message_id_seed=f"{label}/{game_date}",
                            redeliver=redeliver)
@@ -368,7 +377,7 @@ def record_production_day(
         try:
             for scraper_name, folder, publish_micros in schedule:
                 payload = payloads.box_scores if scraper_name == "bdl_box_scores" else payloads.scoreboard
-                uri = _write_scraper_payload(data_root, folder, game_date, payload)
+                uri = write_scraper_payload(data_root, folder, game_date, payload)
                 bus.move_to(publish_micros)
                 phase1 = {
                     "event_type": "scraper_complete",
@@ -440,7 +449,7 @@ def record_production_day(
         data_root=data_root,
         game_date=game_date,
         games=len(payloads.box_scores.get("data", ())),
-        player_lines=_count_lines(payloads.box_scores),
+        player_lines=count_player_lines(payloads.box_scores),
         published=dict(bus.published),
         deliveries=deliveries,
         failures=tuple(failures),

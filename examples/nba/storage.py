@@ -128,6 +128,11 @@ def write_rows(*, dataset: str, table: str, game_date: str, name: str, rows: lis
     return _write_object(dataset_prefix() + relative, relative, rows, len(rows))
 
 
+def write_game_rows(*, dataset: str, table: str, trigger: dict, rows: list[dict]) -> StoredObject:
+    """Write one game's ``rows``, named by the ``game_date`` and ``game_id`` of its ``trigger``."""
+    return write_rows(dataset=dataset, table=table, game_date=trigger["game_date"], name=trigger["game_id"], rows=rows)
+
+
 def write_export(*, kind: str, game_date: str, name: str, document: dict) -> StoredObject:
     """Write an export document under ``GCS_PREFIX``."""
     relative = export_path(kind, game_date, name, content_digest(document))
