@@ -2,12 +2,12 @@
 
 ``ReadArchive`` lists the partition files of the chosen dates and phases and
 reads each file in a DoFn through the project's storage layer and tolerant
-reader (Beam counters for files, records and damaged files);
-``DedupeDeliveries`` keeps the first delivery of each event;
-``KeyIntoLanes`` keys entry events by replay lane; ``ReplayLaneFn`` replays
-one lane through the sandbox, paced, and writes its outputs (an archive with
-``source = replay``) and call records; ``WriteLaneSummaries`` collects the
-lane summaries into ``<out>/lanes.json`` for the launcher.
+reader (Beam counters for files, records and damaged files).
+``KeyIntoLanes`` keys entry events by replay lane. ``ReplayLaneFn`` keeps
+the first delivery of each event, replays the lane through the sandbox,
+paced, and writes its outputs (an archive with ``source = replay``) and call
+records. ``WriteLaneSummaries`` collects the lane summaries into
+``<out>/lanes.json`` for the launcher.
 
 The in-process FnApiRunner is named explicitly for ``DirectRunner`` (or no
 runner), because Beam 2.77's DirectRunner otherwise first tries to download
@@ -17,15 +17,17 @@ the Prism runner.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import re
+import typing
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
-from recorder._reader import DamagedFile, dedupe_key, read_event_file
+from recorder._reader import DamagedFile, dedupe_key, event_from_datum, read_event_file
 from recorder._storage import join_uri, open_storage
 from recorder._writer import ArchiveWriter
 from replayer.config import ReplayConfig, Selection
@@ -113,37 +115,68 @@ class ReadArchive(beam.PTransform):
         )
 
 
-def _dedupe_text(event: RecordedEvent) -> str:
-    # A text key: GroupByKey needs a deterministic coder, and dates and enums
-    # inside a tuple would fall back to pickling.
-    date, phase, direction, processor, event_id = dedupe_key(event)
-    return "\x1f".join((date.isoformat(), phase, direction.value, processor or "", event_id))
+def first_deliveries(deliveries: Iterable[EntryDelivery]) -> tuple[list[EntryDelivery], int]:
+    """Keep the first delivery (earliest publish, then record time) of each event; count the rest.
+
+    Every copy of an event has the same date, phase and processor, so all of
+    them land in the same lane and duplicates can be removed there, without
+    a shuffle of their own.
+    """
+    first: dict[tuple, EntryDelivery] = {}
+    removed = 0
+    for delivery in deliveries:
+        key = (dedupe_key(delivery.event), delivery.processor)
+        kept = first.get(key)
+        if kept is None:
+            first[key] = delivery
+            continue
+        removed += 1
+        event = delivery.event
+        if (event.publish_time, event.record_time) < (kept.event.publish_time, kept.event.record_time):
+            first[key] = delivery
+    return list(first.values()), removed
 
 
-class _FirstDeliveryFn(beam.DoFn):
-    """Keeps the first delivery (earliest publish, then record time) of each event."""
+_EVENT_FIELDS = tuple(field.name for field in dataclasses.fields(RecordedEvent))
+_EPOCH = dt.date(1970, 1, 1)
+
+
+class EntryDeliveryCoder(beam.coders.Coder):
+    """Encodes an :class:`EntryDelivery` as a tuple of primitives for the lane shuffle.
+
+    Pickling the frozen dataclass was the largest cost of the replay at speed
+    max (about 17 us per event to encode alone, measured with
+    benchmarks/replay_bench.py); Beam's primitives coder handles the tuple
+    in compiled code. Dates travel as days since 1970 and directions as their
+    schema symbol, the archive's own encodings.
+    """
 
     def __init__(self) -> None:
-        self.duplicates_removed = Metrics.counter(METRICS_NAMESPACE, "duplicates_removed")
+        self._primitives = beam.coders.FastPrimitivesCoder()
 
-    def process(self, element: tuple[str, Iterable[RecordedEvent]]) -> Iterable[RecordedEvent]:
-        _key, copies = element
-        copies = list(copies)
-        if len(copies) > 1:
-            self.duplicates_removed.inc(len(copies) - 1)
-        yield min(copies, key=lambda e: (e.publish_time, e.record_time))
+    def encode(self, delivery: EntryDelivery) -> bytes:
+        fields = delivery.event.__dict__
+        values = [fields[name] for name in _EVENT_FIELDS]
+        values[_DATE_INDEX] = (fields["logical_date"] - _EPOCH).days
+        values[_DIRECTION_INDEX] = fields["direction"].value
+        values[_ATTRIBUTES_INDEX] = dict(fields["attributes"])
+        return self._primitives.encode((delivery.processor, tuple(values)))
+
+    def decode(self, encoded: bytes) -> EntryDelivery:
+        processor, values = self._primitives.decode(encoded)
+        return EntryDelivery(event_from_datum(dict(zip(_EVENT_FIELDS, values))), processor)
+
+    def is_deterministic(self) -> bool:
+        return False  # dict attributes: fine for values, never used as a key
+
+    def to_type_hint(self):
+        return EntryDelivery
 
 
-class DedupeDeliveries(beam.PTransform):
-    """Removes redelivered copies of an event (same dedupe key), keeping the first delivery."""
-
-    def expand(self, events):
-        return (
-            events
-            | "KeyByIdentity" >> beam.Map(lambda event: (_dedupe_text(event), event))
-            | "GroupCopies" >> beam.GroupByKey()
-            | "KeepFirst" >> beam.ParDo(_FirstDeliveryFn())
-        )
+_DATE_INDEX = _EVENT_FIELDS.index("logical_date")
+_DIRECTION_INDEX = _EVENT_FIELDS.index("direction")
+_ATTRIBUTES_INDEX = _EVENT_FIELDS.index("attributes")
+beam.coders.registry.register_coder(EntryDelivery, EntryDeliveryCoder)
 
 
 class KeyIntoLanes(beam.PTransform):
@@ -158,7 +191,9 @@ class KeyIntoLanes(beam.PTransform):
         config, selection = self.config, self.selection
         return (
             events
-            | "Route" >> beam.FlatMap(lambda event: route_entry_event(event, config=config, selection=selection))
+            | "Route" >> beam.FlatMap(
+                lambda event: route_entry_event(event, config=config, selection=selection)
+            ).with_output_types(typing.Tuple[str, EntryDelivery])
             | "GroupLanes" >> beam.GroupByKey()
         )
 
@@ -172,6 +207,7 @@ class ReplayLaneFn(beam.DoFn):
         self.out_dir = out_dir
         self.calls_counter = Metrics.counter(METRICS_NAMESPACE, "processor_calls")
         self.outputs_counter = Metrics.counter(METRICS_NAMESPACE, "replayed_outputs")
+        self.duplicates_removed = Metrics.counter(METRICS_NAMESPACE, "duplicates_removed")
 
     def setup(self) -> None:
         self.executor = LaneExecutor(self.config, self.selection)
@@ -185,6 +221,9 @@ class ReplayLaneFn(beam.DoFn):
     def process(self, element: tuple[str, Iterable[EntryDelivery]]) -> Iterable[dict[str, Any]]:
         lane, deliveries = element
         deliveries = list(deliveries)
+        if not self.config.replay.resend_redeliveries:
+            deliveries, removed = first_deliveries(deliveries)
+            self.duplicates_removed.inc(removed)
         logical_date = deliveries[0].event.logical_date
         result = self.executor.run(lane, deliveries, logical_date=logical_date)
         # NOTE: a bundle retried by the runner writes its lane again under new file
@@ -242,12 +281,12 @@ def build_replay(pipeline: beam.Pipeline, *, config: ReplayConfig, selection: Se
     """Add the replay transforms to ``pipeline``; return the PCollection of the summary file URI."""
     # The diff rules are the launcher's business; workers only need the topology.
     worker_config = dataclasses.replace(config, diff=None, thresholds=None)
-    events = pipeline | "ReadArchive" >> ReadArchive(
-        config.archive.uri, dates=selection.dates, phases=entry_phases_to_read(config, selection))
-    if not config.replay.resend_redeliveries:
-        events = events | "Dedupe" >> DedupeDeliveries()
+    # Redelivered copies are removed inside each lane (see first_deliveries).
     return (
-        events
+        pipeline
+        | "ReadArchive" >> ReadArchive(config.archive.uri, dates=selection.dates,
+                                       phases=entry_phases_to_read(config, selection),
+                                       strict=config.replay.strict)
         | "KeyIntoLanes" >> KeyIntoLanes(worker_config, selection)
         | "ReplayLanes" >> beam.ParDo(ReplayLaneFn(worker_config, selection, out_dir))
         | "Summaries" >> WriteLaneSummaries(out_dir)

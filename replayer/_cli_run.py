@@ -15,9 +15,11 @@ from replayer.errors import ConfigError
 def _progress(json_output: bool):
     """Return (listener, close): a rich bar on a terminal, a line per 10% otherwise."""
     if not json_output and sys.stderr.isatty():
+        from rich.console import Console
         from rich.progress import Progress
 
-        progress = Progress(transient=False)
+        # Standard error, like the line fallback: standard output carries the results.
+        progress = Progress(console=Console(stderr=True), transient=False)
         progress.start()
         tasks: dict[str, Any] = {}
 
@@ -57,6 +59,10 @@ def _progress(json_output: bool):
 @click.option("--output", help="Output folder (or gs:// prefix) of this replay; must not hold a replay yet.")
 @click.option("--resend-redeliveries", is_flag=True, default=None,
               help="Deliver recorded redeliveries again instead of removing duplicates.")
+@click.option("--clock", type=click.Choice(["recorded", "wall"]),
+              help="What 'now' is for a processor: the input's publish time, or the real time.")
+@click.option("--strict", is_flag=True, default=None,
+              help="Stop at a damaged archive file instead of skipping it and counting it.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (entry events, planned duration); run nothing.")
 @click.option("--json", "json_output", is_flag=True, help="Print the result as JSON on standard output.")
 @click.option("--junit-xml", type=click.Path(dir_okay=False), help="Also write the report's checks as JUnit XML.")

@@ -19,8 +19,8 @@ from recorder._envelope import build_push_envelope, is_ack_status, subscription_
 from replayer.config import ProcessorConfig, ReplayConfig, resolve_target
 from replayer.errors import ConfigError, MissingExtraError
 
-# The sandbox's timeout decides the outcome; the request's own, a little
-# longer, only frees the abandoned worker thread soon after.
+# The sandbox's timeout decides the outcome. The request's own, a little
+# longer, only lets the abandoned thread that made the request end soon after.
 HTTP_TIMEOUT_GRACE_S = 1.0
 PUSH_USER_AGENT = "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)"
 

@@ -34,9 +34,10 @@ CLOCKS = ("recorded", "wall")
 ADAPTER_NAMES = ("callable", "wsgi", "http")
 RECEIVES = ("message", "envelope")
 
-_TOP_KEYS = frozenset({"phases", "archive", "replay", "sandbox", "processors", "diff", "thresholds"})
+_TOP_KEYS = frozenset({"phases", "terminal_topics", "archive", "replay", "sandbox", "processors", "diff",
+                       "thresholds"})
 _ARCHIVE_KEYS = frozenset({"uri", "time_zone", "date_attribute", "date_pointer"})
-_REPLAY_KEYS = frozenset({"mode", "speed", "max_gap_s", "project", "resend_redeliveries", "output"})
+_REPLAY_KEYS = frozenset({"mode", "speed", "max_gap_s", "project", "resend_redeliveries", "output", "strict"})
 _SANDBOX_KEYS = frozenset({"env", "clock"})
 _PROCESSOR_KEYS = frozenset({
     "name", "phase", "adapter", "target", "subscribes", "filter", "stateful", "timeout_s",
@@ -109,7 +110,8 @@ class ReplaySettings:
     """``[replay]``: mode, speed and where the replay output goes.
 
     ``speed`` is a multiplier of recorded time, or None for as fast as possible
-    (``"max"``); ``max_gap_s`` caps idle gaps between entry events.
+    (``"max"``); ``max_gap_s`` caps idle gaps between entry events. With
+    ``strict`` a damaged archive file stops the run instead of being skipped.
     """
 
     mode: str = "cascade"
@@ -118,6 +120,7 @@ class ReplaySettings:
     project: str = "replay-local"
     resend_redeliveries: bool = False
     output: str = "./replay-output"
+    strict: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +172,12 @@ class ProcessorConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ReplayConfig:
-    """A parsed ``replay.toml``; ``file`` is its path, or None when built in code."""
+    """A parsed ``replay.toml``; ``file`` is its path, or None when built in code.
+
+    ``terminal_topics`` are topics the pipeline publishes to that no replayed
+    processor consumes (they are read by dashboards, by other teams, or not at
+    all), so a cascade does not expect a subscriber for them.
+    """
 
     phases: tuple[str, ...]
     archive: ArchiveSettings
@@ -179,6 +187,7 @@ class ReplayConfig:
     diff: Any = None
     thresholds: Any = None
     file: str | None = None
+    terminal_topics: tuple[str, ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -199,11 +208,17 @@ class ReplayConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
-    """What one run replays: dates, phases in order, and ``--where`` filters on entry events."""
+    """What one run replays: dates, phases in order, and ``--where`` filters on entry events.
+
+    ``replayed_topics`` are topics that the selected phases published to in
+    the recording. In cascade mode the replayed processors publish them
+    again, so recorded inputs on them are not entry events.
+    """
 
     dates: tuple[dt.date, ...]
     phases: tuple[str, ...]
     where: tuple[ValueMatch, ...] = ()
+    replayed_topics: frozenset[str] = frozenset()
 
     def selects(self, *, attributes: Mapping[str, str], data: bytes) -> bool:
         """True when an entry event passes every ``--where`` filter."""
@@ -293,11 +308,12 @@ def parse_config(text: str, *, file: str = "<replay.toml>", import_targets: bool
         _parse_processor(where, index, entry, phases) for index, entry in enumerate(raw_processors)
     )
     _reject_duplicate_names(where, processors)
+    terminal_topics = _parse_terminal_topics(where, table.get("terminal_topics", []), processors)
     config = ReplayConfig(
         phases=phases, archive=archive, replay=replay, sandbox=sandbox, processors=processors,
         diff=_parse_diff_table(table.get("diff"), file, "parse_diff_rules"),
         thresholds=_parse_diff_table(table.get("thresholds"), file, "parse_thresholds"),
-        file=file,
+        file=file, terminal_topics=terminal_topics,
     )
     if import_targets:
         for index, processor in enumerate(processors):
@@ -333,6 +349,23 @@ def _parse_phases(where: _Locator, value: Any) -> tuple[str, ...]:
                               "digits, '_' and '-'")
     if len(set(value)) != len(value):
         raise where.error("phases", value, "lists a phase twice")
+    return tuple(value)
+
+
+def _parse_terminal_topics(where: _Locator, value: Any,
+                           processors: tuple[ProcessorConfig, ...]) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(topic, str) and topic for topic in value):
+        raise where.error("terminal_topics", value, "must be a list of topic short names, e.g. "
+                          '["nba-phase6-export-complete"]')
+    for topic in value:
+        if "/" in topic:
+            raise where.error("terminal_topics", topic, "must be a topic short name, not a path")
+        subscriber = next((p for p in processors if topic in p.subscribes), None)
+        if subscriber is not None:
+            raise where.error("terminal_topics", topic,
+                              f"is subscribed to by processor {subscriber.name!r}, so it does not end "
+                              "the pipeline; remove it from terminal_topics or from that processor's "
+                              "'subscribes'")
     return tuple(value)
 
 
@@ -392,7 +425,7 @@ def _parse_replay(where: _Locator, table: Any) -> ReplaySettings:
                                   or max_gap_s < 0):
         raise where.error("max_gap_s", max_gap_s, "must be a number of seconds >= 0",
                           table="replay", dotted="replay.max_gap_s")
-    for key, kind in (("project", str), ("output", str), ("resend_redeliveries", bool)):
+    for key, kind in (("project", str), ("output", str), ("resend_redeliveries", bool), ("strict", bool)):
         if key in table and not isinstance(table[key], kind):
             raise where.error(key, table[key], f"must be a {kind.__name__}", table="replay",
                               dotted=f"replay.{key}")
@@ -402,6 +435,7 @@ def _parse_replay(where: _Locator, table: Any) -> ReplaySettings:
         project=table.get("project", defaults.project),
         resend_redeliveries=table.get("resend_redeliveries", defaults.resend_redeliveries),
         output=table.get("output", defaults.output),
+        strict=table.get("strict", defaults.strict),
     )
 
 
@@ -546,21 +580,13 @@ def resolve_target(processor: ProcessorConfig, *, base_dir: Path | None = None) 
         return None
     module_name, _, attribute = processor.target.partition(":")
     base = base_dir or Path.cwd()
+    # Imported under the publish guard: a module-level PublisherClient is then
+    # built without a credential lookup and pointed at a closed loopback port.
+    from replayer.sandbox import publish_guard  # here: replayer.sandbox imports this module
+
     try:
-        if module_name.endswith(".py"):
-            module_path = (base / module_name).resolve()
-            spec = importlib.util.spec_from_file_location(f"_replay_target_{module_path.stem}", module_path)
-            if spec is None or spec.loader is None or not module_path.is_file():
-                raise FileNotFoundError(f"no such file {str(module_path)!r}")
-            module = sys.modules.get(spec.name)
-            if module is None:
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[spec.name] = module
-                spec.loader.exec_module(module)
-        else:
-            if str(base) not in sys.path:
-                sys.path.insert(0, str(base))
-            module = importlib.import_module(module_name)
+        with publish_guard():
+            module = _import_module(module_name, base)
     except Exception as error:  # any import-time failure of user code is a config problem
         raise ConfigError(f"importing {module_name!r} failed with {type(error).__name__}: {error}") from error
     value: Any = module
@@ -573,13 +599,35 @@ def resolve_target(processor: ProcessorConfig, *, base_dir: Path | None = None) 
     return value
 
 
+def _import_module(module_name: str, base: Path) -> Any:
+    """Import ``module_name``, or the file ``base/module_name`` when it ends in ``.py``."""
+    if not module_name.endswith(".py"):
+        if str(base) not in sys.path:
+            sys.path.insert(0, str(base))
+        return importlib.import_module(module_name)
+    module_path = (base / module_name).resolve()
+    spec = importlib.util.spec_from_file_location(f"_replay_target_{module_path.stem}", module_path)
+    if spec is None or spec.loader is None or not module_path.is_file():
+        raise FileNotFoundError(f"no such file {str(module_path)!r}")
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[spec.name]  # a later attempt must not find a half-run module
+            raise
+    return module
+
+
 # --------------------------------------------------------------------------- overrides and selection
 
 
 def apply_overrides(config: ReplayConfig, *, archive: str | None = None, mode: str | None = None,
                     speed: Any = None, max_gap_s: float | None = None, output: str | None = None,
                     resend_redeliveries: bool | None = None, project: str | None = None,
-                    clock: str | None = None) -> ReplayConfig:
+                    clock: str | None = None, strict: bool | None = None) -> ReplayConfig:
     """Return ``config`` with command-line values (those not None) replacing the file's."""
     replay = config.replay
     changes: dict[str, Any] = {}
@@ -597,7 +645,7 @@ def apply_overrides(config: ReplayConfig, *, archive: str | None = None, mode: s
             raise ConfigError(f"option '--max-gap' = {max_gap_s!r} must be a number of seconds >= 0")
         changes["max_gap_s"] = float(max_gap_s)
     for key, value in (("output", output), ("resend_redeliveries", resend_redeliveries),
-                       ("project", project)):
+                       ("project", project), ("strict", strict)):
         if value is not None:
             changes[key] = value
     sandbox = config.sandbox
@@ -687,25 +735,56 @@ def resolve_dates(*, date: Any = None, start_date: Any = None, end_date: Any = N
 
 def check_cascade_routing(config: ReplayConfig, selection: Selection,
                           recorded_output_topics: Mapping[str, Iterable[str]]) -> None:
-    """Reject a cascade run in which a recorded output topic reaches no selected processor.
+    """Reject a cascade run that would stop before a later selected phase.
 
     ``recorded_output_topics`` maps each phase to the topics its recorded
-    OUTPUT events were published to. Every phase but the last selected one
-    feeds the next, so each of its topics needs a subscriber among the
-    selected phases; otherwise the cascade would silently stop there.
+    OUTPUT events were published to. A topic that a selected processor
+    subscribes to is routed. Any other topic of a selected phase is checked
+    only when a later phase is selected, because the outputs of the last
+    selected phase end this run. Such a topic is fine when it is listed in
+    ``terminal_topics``, or when every processor subscribed to it belongs to
+    a phase after the last selected one. It is an error when no processor
+    subscribes to it (a typo in 'subscribes' would otherwise silently cut the
+    chain), and when its subscribers belong to a skipped phase that a later
+    selected phase depends on.
     """
     if config.replay.mode != "cascade":
         return
-    subscribed = {topic for p in config.processors if p.phase in selection.phases for topic in p.subscribes}
-    for phase in selection.phases[:-1]:
+    selected = set(selection.phases)
+    subscribed = {topic for p in config.processors if p.phase in selected for topic in p.subscribes}
+    terminal = set(config.terminal_topics)
+    last_selected = max(config.phases.index(phase) for phase in selection.phases)
+    for phase in selection.phases:
+        if config.phases.index(phase) >= last_selected:
+            continue
         for topic in sorted(set(recorded_output_topics.get(phase, ()))):
-            if topic not in subscribed:
-                line = _Locator(config.file or "", Path(config.file).read_text(encoding="utf-8")
-                                if config.file and Path(config.file).is_file() else "").line_of("subscribes")
-                where = f"{config.file}:{line}" if config.file and line else (config.file or "<config>")
+            if topic in subscribed or topic in terminal:
+                continue
+            consumers = sorted({p.phase for p in config.processors if topic in p.subscribes},
+                               key=config.phases.index)
+            if not consumers:
                 raise ConfigError(
-                    f"{where}: key 'processors.subscribes' lacks topic {topic!r}: phase {phase!r} published "
-                    f"to it in the recording but no processor of {', '.join(selection.phases)} subscribes "
-                    "to it, so the cascade would stop there; add it to a processor's 'subscribes' or "
-                    "narrow --phases"
+                    f"{_subscribes_location(config)}: recorded topic {topic!r} of phase {phase!r} has no "
+                    f"subscriber in 'processors.subscribes', but phases after it are selected "
+                    f"({', '.join(selection.phases)}), so the cascade would stop there; add the topic "
+                    "to the 'subscribes' of the processor that reads it, or to 'terminal_topics' if "
+                    "nothing in the pipeline reads it"
                 )
+            skipped = [q for q in consumers if config.phases.index(q) < last_selected]
+            if skipped:
+                raise ConfigError(
+                    f"{_subscribes_location(config)}: recorded topic {topic!r} of phase {phase!r} is "
+                    f"read by phase {skipped[0]!r}, which is not selected, while a later phase is "
+                    f"({', '.join(selection.phases)}); the cascade cannot pass through a skipped phase, "
+                    f"so select {skipped[0]!r} or end --phases before it"
+                )
+
+
+def _subscribes_location(config: ReplayConfig) -> str:
+    """``file:line`` of the first 'subscribes' key, or the file, for routing errors."""
+    if not config.file:
+        return "<config>"
+    path = Path(config.file)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    line = _Locator(config.file, text).line_of("subscribes")
+    return f"{config.file}:{line}" if line else config.file

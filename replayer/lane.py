@@ -32,6 +32,9 @@ log = get_logger(__name__)
 MAX_CASCADE_HOPS = 64
 #: Exception messages in call records are cut to this length (they may quote data).
 MAX_ERROR_CHARS = 300
+#: A wait for the next entry event at least this long is logged, so a paced
+#: replay in a long idle gap visibly waits instead of looking stuck.
+LONG_WAIT_S = 10.0
 
 CATEGORY_EXCEPTION = "processor_exception"
 CATEGORY_NON_ACK = "non_ack_response"
@@ -89,11 +92,16 @@ def route_entry_event(event: RecordedEvent, *, config: ReplayConfig,
 
     A recorded INPUT that names its processor goes to that processor; one
     without a processor (e.g. from a tap) goes to every processor of its phase
-    subscribed to its topic.
+    subscribed to its topic. In cascade mode an input on a topic the selected
+    phases publish to (``selection.replayed_topics``, e.g. the trigger a
+    phase's own orchestrator publishes) is left to the replayed publisher, so
+    it is not delivered twice.
     """
     if event.direction is not Direction.INPUT or event.logical_date not in selection.dates:
         return []
     if event.phase not in entry_phases(config, selection):
+        return []
+    if config.replay.mode == "cascade" and event.topic in selection.replayed_topics:
         return []
     if not selection.selects(attributes=event.attributes, data=event.data):
         return []
@@ -152,6 +160,24 @@ class _Pending:
     lateness_micros: int | None = None
 
 
+@dataclasses.dataclass
+class _LaneRun:
+    """The progress of one lane, shared by the runner threads that replay it in turn."""
+
+    lane: str
+    logical_date: dt.date
+    releases: tuple
+    pacer: Pacer
+    next_release: int = 0
+    notified: int = 0
+    queue: collections.deque = dataclasses.field(default_factory=collections.deque)
+    in_flight: tuple[_Pending, PublishCapture] | None = None
+    state: dict[str, dict] = dataclasses.field(default_factory=lambda: collections.defaultdict(dict))
+    outputs: list[RecordedEvent] = dataclasses.field(default_factory=list)
+    calls: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    unrouted: int = 0
+
+
 def categorize(result: CallResult, ack: bool | None) -> tuple[str, str | None]:
     """Return ``(outcome, category)`` of a call, as the call record states them."""
     if result.timed_out:
@@ -198,45 +224,62 @@ class LaneExecutor:
     def run(self, lane: str, deliveries: Iterable[EntryDelivery], *, logical_date: dt.date) -> LaneResult:
         """Replay one lane: paced entry deliveries, then (cascade) their routed outputs."""
         schedule = plan_lane(deliveries, speed=self.config.replay.speed, max_gap_s=self.config.replay.max_gap_s)
-        state: dict[str, dict] = collections.defaultdict(dict)
-        outputs: list[RecordedEvent] = []
-        calls: list[dict[str, Any]] = []
-        unrouted = 0
         for processor in self.config.processors:
             if processor.phase in self.selection.phases:
                 self.adapter(processor)  # import targets now, so the first release is not late
-        pacer = Pacer(self.clock, paced=self.config.replay.speed is not None)
+        run = _LaneRun(lane=lane, logical_date=logical_date, releases=schedule.releases,
+                       pacer=Pacer(self.clock, paced=self.config.replay.speed is not None))
         log.info("replay.lane_started", lane=lane, date=logical_date.isoformat(),
                  records=len(schedule.releases), planned_duration_s=schedule.planned_duration_s)
         with Sandbox(self.config.sandbox) as sandbox:
-            total = len(schedule.releases)
-            for released, release in enumerate(schedule.releases, start=1):
-                delivery = release.item
-                lateness = pacer.wait_for(release.offset_micros)
-                queue: collections.deque[_Pending] = collections.deque()
-                queue.append(self._entry_pending(delivery, release.offset_micros, lateness))
-                while queue:
-                    pending = queue.popleft()
-                    produced = self._call(sandbox, lane, logical_date, pending, state, calls)
-                    outputs.extend(produced)
-                    if self.config.replay.mode != "cascade":
-                        continue
-                    for output in produced:
-                        routed = self._route(output, pending.hops + 1)
-                        if not routed:
-                            unrouted += 1
-                        queue.extend(routed)
-                for listener in list(_progress_listeners):
-                    listener(lane, released, total)
+            sandbox.supervise(lambda: self._drive(run, sandbox))
             abandoned = sandbox.abandoned_workers
-        stats = pacer.stats()
-        log.info("replay.lane_finished", lane=lane, date=logical_date.isoformat(), records=len(calls),
-                 outputs=len(outputs), lateness_p99_ms=stats.p99_ms)
-        return LaneResult(lane=lane, logical_date=logical_date, outputs=tuple(outputs), calls=tuple(calls),
-                          lateness=stats, lateness_micros=tuple(pacer.lateness_micros),
+        stats = run.pacer.stats()
+        log.info("replay.lane_finished", lane=lane, date=logical_date.isoformat(), records=len(run.calls),
+                 outputs=len(run.outputs), lateness_p99_ms=stats.p99_ms)
+        return LaneResult(lane=lane, logical_date=logical_date, outputs=tuple(run.outputs), calls=tuple(run.calls),
+                          lateness=stats, lateness_micros=tuple(run.pacer.lateness_micros),
                           planned_duration_micros=schedule.planned_duration_micros,
-                          gaps_shortened=schedule.gaps_shortened, unrouted_outputs=unrouted,
+                          gaps_shortened=schedule.gaps_shortened, unrouted_outputs=run.unrouted,
                           abandoned_calls=abandoned)
+
+    def _drive(self, run: "_LaneRun", sandbox: Sandbox) -> None:
+        """Release entry events and deliver what they cause, until the lane is done.
+
+        Runs in the sandbox's runner thread and resumes from ``run`` when a
+        new runner replaces one whose call timed out.
+        """
+        total = len(run.releases)
+        while True:
+            if run.in_flight is not None:
+                # The previous runner was abandoned during this call.
+                pending, capture = run.in_flight
+                run.in_flight = None
+                self._finish(run, pending, capture, sandbox.last_timeout or CallResult(timed_out=True))
+            elif run.queue:
+                pending = run.queue.popleft()
+                capture = PublishCapture(
+                    lambda ordinal, pending=pending: replay_event_id(pending.causation_id, pending.processor.name,
+                                                                     ordinal))
+                run.in_flight = (pending, capture)
+                result = self._invoke(sandbox, run, pending, capture)
+                run.in_flight = None
+                self._finish(run, pending, capture, result)
+            else:
+                if run.next_release > run.notified:
+                    run.notified = run.next_release
+                    for listener in list(_progress_listeners):
+                        listener(run.lane, run.next_release, total)
+                if run.next_release >= total:
+                    return
+                release = run.releases[run.next_release]
+                wait_s = run.pacer.wait_micros(release.offset_micros) / 1e6
+                if wait_s >= LONG_WAIT_S:
+                    log.info("replay.waiting", lane=run.lane, released=run.next_release, total=total,
+                             wait_s=round(wait_s, 1))
+                lateness = run.pacer.wait_for(release.offset_micros)
+                run.queue.append(self._entry_pending(release.item, release.offset_micros, lateness))
+                run.next_release += 1
 
     # ------------------------------------------------------------------ steps
 
@@ -270,18 +313,21 @@ class LaneExecutor:
                                    correlation_id=output.correlation_id, recorded=False, hops=hops))
         return routed
 
-    def _call(self, sandbox: Sandbox, lane: str, logical_date: dt.date, pending: _Pending,
-              state: dict[str, dict], calls: list[dict[str, Any]]) -> list[RecordedEvent]:
+    def _invoke(self, sandbox: Sandbox, run: "_LaneRun", pending: _Pending,
+                capture: PublishCapture) -> CallResult:
         processor = pending.processor
-        capture = PublishCapture(lambda ordinal: replay_event_id(pending.causation_id, processor.name, ordinal))
         ctx = ProcessorContext(
             publisher=capture.publish,
-            state=state[processor.name] if processor.stateful else {},
-            logical_date=logical_date, processor=processor.name, phase=processor.phase,
+            state=run.state[processor.name] if processor.stateful else {},
+            logical_date=run.logical_date, processor=processor.name, phase=processor.phase,
         )
         adapter = self.adapter(processor)
-        result = sandbox.call(lambda: adapter.deliver(pending.message, ctx), capture=capture,
-                              timeout_s=processor.timeout_s, publish_time_micros=pending.message.publish_time)
+        return sandbox.call(lambda: adapter.deliver(pending.message, ctx), capture=capture,
+                            timeout_s=processor.timeout_s, publish_time_micros=pending.message.publish_time)
+
+    def _finish(self, run: "_LaneRun", pending: _Pending, capture: PublishCapture, result: CallResult) -> None:
+        """Record the call, keep its outputs and, in cascade mode, route them to subscribers."""
+        processor = pending.processor
         delivery = result.value
         outcome, category = categorize(result, delivery.ack if delivery is not None else None)
         error = None
@@ -290,11 +336,11 @@ class LaneExecutor:
         elif result.timed_out:
             error = f"no answer within timeout_s={processor.timeout_s}"
         if category is not None:
-            log.warning("replay.call_failed", lane=lane, phase=processor.phase, processor=processor.name,
+            log.warning("replay.call_failed", lane=run.lane, phase=processor.phase, processor=processor.name,
                         event_id=pending.message.message_id, outcome=outcome, category=category)
         produced = [
             RecordedEvent(
-                event_id=published.message_id, logical_date=logical_date, phase=processor.phase,
+                event_id=published.message_id, logical_date=run.logical_date, phase=processor.phase,
                 direction=Direction.OUTPUT, publish_time=pending.message.publish_time + published.elapsed_micros,
                 data=published.data, source="replay", record_time=now_micros(), processor=processor.name,
                 topic=published.topic, ordering_key=published.ordering_key, attributes=published.attributes,
@@ -303,8 +349,8 @@ class LaneExecutor:
             )
             for published in list(capture.published)
         ]
-        calls.append({
-            "lane": lane, "logical_date": logical_date.isoformat(), "phase": processor.phase,
+        run.calls.append({
+            "lane": run.lane, "logical_date": run.logical_date.isoformat(), "phase": processor.phase,
             "processor": processor.name, "input_event_id": pending.message.message_id,
             "input_topic": pending.message.topic, "recorded_input": pending.recorded, "outcome": outcome,
             "category": category, "status": delivery.status if delivery is not None else None,
@@ -312,4 +358,11 @@ class LaneExecutor:
             "scheduled_offset_micros": pending.offset_micros, "lateness_micros": pending.lateness_micros,
             "outputs": len(produced),
         })
-        return produced
+        run.outputs.extend(produced)
+        if self.config.replay.mode != "cascade":
+            return
+        for output in produced:
+            routed = self._route(output, pending.hops + 1)
+            if not routed:
+                run.unrouted += 1
+            run.queue.extend(routed)

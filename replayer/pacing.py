@@ -210,6 +210,13 @@ class Pacer:
         self.paced = paced
         self.lateness_micros: list[int] = []
 
+    def wait_micros(self, offset_micros: int) -> int:
+        """Return how long :meth:`wait_for` would wait for ``offset_micros`` now (0 when unpaced or due)."""
+        if not self.paced:
+            return 0
+        start = self.clock.now_micros() if self.start_micros is None else self.start_micros
+        return max(0, start + offset_micros - self.clock.now_micros())
+
     def wait_for(self, offset_micros: int) -> int:
         """Wait until ``offset_micros`` after the start; return how late (micros) the release is.
 

@@ -106,18 +106,22 @@ def _selection(config: ReplayConfig, reader: ArchiveReader, overrides: Mapping[s
 
 def plan_replay(config: ReplayConfig, selection: Selection, *, in_process: bool = True) -> ReplayPlan:
     """Read the selected partitions and compute every lane's schedule; nothing is replayed."""
-    reader = ArchiveReader(config.archive.uri, dedupe=not config.replay.resend_redeliveries)
+    reader = ArchiveReader(config.archive.uri, dedupe=not config.replay.resend_redeliveries,
+                           strict=config.replay.strict)
     recorded: list[RecordedEvent] = []
-    lanes: dict[str, list[EntryDelivery]] = collections.defaultdict(list)
     output_topics: dict[str, set[str]] = collections.defaultdict(set)
     for day in selection.dates:
         for event in reader.read(start_date=day, end_date=day, phases=selection.phases):
             recorded.append(event)
             if event.direction is Direction.OUTPUT and event.topic:
                 output_topics[event.phase].add(event.topic)
-            for lane, delivery in route_entry_event(event, config=config, selection=selection):
-                lanes[lane].append(delivery)
     check_cascade_routing(config, selection, output_topics)
+    selection = dataclasses.replace(
+        selection, replayed_topics=frozenset(topic for topics in output_topics.values() for topic in topics))
+    lanes: dict[str, list[EntryDelivery]] = collections.defaultdict(list)
+    for event in recorded:
+        for lane, delivery in route_entry_event(event, config=config, selection=selection):
+            lanes[lane].append(delivery)
     durations, gaps, out_of_order = [], 0, 0
     entries: dict[tuple[str, str], int] = collections.Counter()
     for deliveries in lanes.values():
@@ -242,13 +246,13 @@ def run_replay(config: ReplayConfig | str | Path, *, on_plan: Callable[[ReplayPl
     ``overrides`` are the command-line options: ``archive``, ``date``,
     ``start_date``, ``end_date``, ``phases``, ``start_phase``, ``skip_phase``,
     ``mode``, ``speed``, ``max_gap_s``, ``where``, ``output``,
-    ``resend_redeliveries``, ``clock``, ``beam_args``, ``dry_run``,
+    ``resend_redeliveries``, ``clock``, ``strict``, ``beam_args``, ``dry_run``,
     ``junit_xml``, ``noise_runs``. ``on_plan`` is called with the plan before
     anything runs (the CLI prints the planned duration there).
     """
     known = {"archive", "date", "start_date", "end_date", "phases", "start_phase", "skip_phase", "mode",
              "speed", "max_gap_s", "where", "output", "resend_redeliveries", "clock", "beam_args", "dry_run",
-             "junit_xml", "noise_runs", "project"}
+             "junit_xml", "noise_runs", "project", "strict"}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise TypeError(f"run_replay() got unknown option {unknown[0]!r}; known: {', '.join(sorted(known))}")
@@ -258,7 +262,7 @@ def run_replay(config: ReplayConfig | str | Path, *, on_plan: Callable[[ReplayPl
                              speed=overrides.get("speed"), max_gap_s=overrides.get("max_gap_s"),
                              output=overrides.get("output"), project=overrides.get("project"),
                              resend_redeliveries=overrides.get("resend_redeliveries"),
-                             clock=overrides.get("clock"))
+                             clock=overrides.get("clock"), strict=overrides.get("strict"))
     if not config.archive.uri:
         raise ConfigError("no archive given: set [archive] uri in replay.toml or pass --archive")
     beam_args = list(overrides.get("beam_args") or ())
@@ -284,6 +288,7 @@ def run_replay(config: ReplayConfig | str | Path, *, on_plan: Callable[[ReplayPl
     log.info("replay.started", archive=config.archive.uri, mode=config.replay.mode,
              dates=[d.isoformat() for d in selection.dates], phases=list(selection.phases),
              planned_duration_s=round(plan.planned_duration_s, 3))
+    selection = plan.selection  # with the topics the replay publishes again
     outcome = run_replay_pipeline(config=config, selection=selection, out_dir=out_dir, beam_args=beam_args)
     calls = _read_calls(out_dir) if outcome.in_process else []
     lanes = []

@@ -6,8 +6,11 @@ restores them), makes the processor see the input's publish time as "now"
 ``google.cloud.pubsub_v1.PublisherClient.publish`` and the generated
 ``google.pubsub_v1.PublisherClient.publish`` are replaced at class level
 while a replay runs, so clients created inside the processor, or before the
-replay, publish nothing. The call runs in a worker thread; after
-``timeout_s`` the sandbox stops waiting and the replay goes on.
+replay, publish nothing; other publisher calls raise :class:`SandboxViolation`.
+After ``timeout_s`` the sandbox stops waiting for a call and the replay goes
+on. A lane replays under :meth:`Sandbox.supervise`, where calls run inline
+in a runner thread that is abandoned on a timeout; a lone :meth:`Sandbox.call`
+runs in a worker thread instead.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import queue
 import threading
 import time
 from typing import Any, Callable, Iterator, Mapping
@@ -40,7 +42,11 @@ SANDBOX_PUBSUB_ENDPOINT = "127.0.0.1:9"
 
 
 class SandboxViolation(RuntimeError):
-    """A processor published outside a sandboxed call during a replay (the publish was dropped)."""
+    """A Pub/Sub call the sandbox does not allow during a replay.
+
+    Raised for a publish outside a sandboxed call (the publish is dropped) and
+    for any publisher method besides publish, which would reach an endpoint.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,10 +150,10 @@ def _sandbox_gapic_publish(self, request=None, *, topic=None, messages=None, ret
 def _sandboxed_init(original: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a client constructor so a client made during a replay needs no credentials.
 
-    The client gets anonymous credentials and an endpoint on a closed loopback
-    port instead of Pub/Sub or the emulator named by PUBSUB_EMULATOR_HOST, so
-    even a call the sandbox does not capture (e.g. ``get_topic``) reaches no
-    Pub/Sub endpoint; it fails with a connection error instead.
+    The client gets anonymous credentials, so google-auth looks nothing up:
+    no credential file, no metadata server probe. Its endpoint is a closed
+    loopback port instead of Pub/Sub or the emulator named by
+    PUBSUB_EMULATOR_HOST, so no call it makes reaches a Pub/Sub endpoint.
     """
     def __init__(self, *args, **kwargs):
         from google.auth.credentials import AnonymousCredentials
@@ -165,6 +171,25 @@ def _sandboxed_init(original: Callable[..., Any]) -> Callable[..., Any]:
     return __init__
 
 
+#: Publisher RPCs besides publish. A client created before the replay still
+#: points at its real endpoint, so during a replay these raise instead.
+_OTHER_PUBLISHER_RPCS = (
+    "create_topic", "update_topic", "get_topic", "list_topics", "list_topic_subscriptions",
+    "list_topic_snapshots", "delete_topic", "detach_subscription", "set_iam_policy", "get_iam_policy",
+    "test_iam_permissions",
+)
+
+
+def _rejected_rpc(name: str) -> Callable[..., Any]:
+    def rpc(self, *args, **kwargs):  # noqa: ARG001
+        raise SandboxViolation(
+            f"PublisherClient.{name} is not available during a replay: the sandbox lets no call "
+            "reach Pub/Sub; only publish is captured")
+
+    rpc.__name__ = name
+    return rpc
+
+
 def _publisher_patches() -> list[tuple[type, str, Callable[..., Any]]]:
     patches: list[tuple[type, str, Callable[..., Any]]] = []
     try:
@@ -177,6 +202,9 @@ def _publisher_patches() -> list[tuple[type, str, Callable[..., Any]]]:
         from google.pubsub_v1.services.publisher import PublisherClient as GapicPublisherClient
         patches.append((GapicPublisherClient, "publish", _sandbox_gapic_publish))
         patches.append((GapicPublisherClient, "__init__", _sandboxed_init(GapicPublisherClient.__init__)))
+        for name in _OTHER_PUBLISHER_RPCS:
+            if name in GapicPublisherClient.__dict__:
+                patches.append((GapicPublisherClient, name, _rejected_rpc(name)))
     except ImportError:
         pass
     return patches
@@ -229,52 +257,93 @@ class CallResult:
     handling_micros: int = 0
 
 
+class _Job:
+    """One call handed to a worker; ``done`` is released when it has finished."""
+
+    __slots__ = ("function", "value", "error", "end_ns", "done")
+
+    def __init__(self, function: Callable[[], Any]) -> None:
+        self.function = function
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.end_ns = 0
+        self.done = threading.Lock()
+        self.done.acquire()
+
+
 class _Worker:
-    """A daemon thread that runs calls one at a time; replaced when a call times out."""
+    """A daemon thread that runs calls one at a time; replaced when a call times out.
+
+    Plain locks used as binary semaphores hand a call over and back: a call
+    costs two thread switches and no Condition, which matters at speed max.
+    """
 
     def __init__(self) -> None:
-        self.jobs: queue.Queue = queue.Queue()
+        self._job: _Job | None = None
+        self._posted = threading.Lock()
+        self._posted.acquire()
         self.abandoned = False
         self.thread = threading.Thread(target=self._loop, name="replay-processor", daemon=True)
         self.thread.start()
 
+    def submit(self, function: Callable[[], Any]) -> _Job:
+        """Start ``function`` in the worker thread; wait on the returned job's ``done`` lock."""
+        job = _Job(function)
+        self._job = job
+        self._posted.release()
+        return job
+
+    def stop(self) -> None:
+        """Let the thread end after its current call."""
+        self._job = None
+        self._posted.release()
+
     def _loop(self) -> None:
         while True:
-            job = self.jobs.get()
+            self._posted.acquire()
+            job = self._job
             if job is None:
                 return
-            function, outcome, done = job
             try:
-                outcome["value"] = function()
+                job.value = job.function()
             except BaseException as error:  # the processor's failure is the call's outcome
-                outcome["error"] = error
+                job.error = error
             finally:
-                outcome["end_ns"] = time.perf_counter_ns()
-                done.set()
+                job.end_ns = time.perf_counter_ns()
+                job.done.release()
             if self.abandoned:
                 _abandoned_threads.discard(self.thread)
                 return
 
 
-@contextlib.contextmanager
-def _environment(values: tuple[tuple[str, str], ...]) -> Iterator[None]:
+def _apply_environment(values: tuple[tuple[str, str], ...]) -> dict[str, str | None]:
+    """Set ``values`` (a later pair wins over an earlier one); return what to restore."""
     saved = {name: os.environ.get(name) for name, _ in values}
     os.environ.update(dict(values))
+    return saved
+
+
+def _restore_environment(saved: dict[str, str | None]) -> None:
+    for name, previous in saved.items():
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+@contextlib.contextmanager
+def _environment(values: tuple[tuple[str, str], ...]) -> Iterator[None]:
+    saved = _apply_environment(values)
     try:
         yield
     finally:
-        for name, previous in saved.items():
-            if previous is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = previous
+        _restore_environment(saved)
 
 
-@contextlib.contextmanager
-def _recorded_clock(publish_time_micros: int | None) -> Iterator[None]:
+def _start_travel(publish_time_micros: int | None) -> Any:
+    """Make "now" the publish time (ticking on from there); return the traveller, or None."""
     if publish_time_micros is None:
-        yield
-        return
+        return None
     try:
         import time_machine
     except ImportError as error:
@@ -286,60 +355,211 @@ def _recorded_clock(publish_time_micros: int | None) -> Iterator[None]:
     moment = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=publish_time_micros)
     traveller = time_machine.travel(moment, tick=True)
     traveller.start()
+    return traveller
+
+
+def _stop_travel(traveller: Any) -> None:
+    if traveller is not None:
+        traveller.stop()
+
+
+@contextlib.contextmanager
+def _recorded_clock(publish_time_micros: int | None) -> Iterator[None]:
+    traveller = _start_travel(publish_time_micros)
     try:
         yield
     finally:
-        traveller.stop()
+        _stop_travel(traveller)
+
+
+class _Abandoned(BaseException):
+    """Unwinds a runner thread whose call timed out: the supervisor has moved on without it."""
+
+
+@dataclasses.dataclass
+class _InlineCall:
+    """A call running in the supervised runner thread, with what must be undone after it."""
+
+    thread: threading.Thread
+    deadline: float
+    timeout_s: float
+    capture: PublishCapture
+    saved_environment: dict[str, str | None]
+    traveller: Any
+    abandoned: bool = False
 
 
 class Sandbox:
     """Runs processor calls with the configured environment, clock and publish capture.
 
-    Use as a context manager (it installs the publish guard); :meth:`call`
-    then runs one function and returns a :class:`CallResult`.
+    Use as a context manager (it installs the publish guard). :meth:`call`
+    runs one function and returns a :class:`CallResult`. Inside
+    :meth:`supervise`, calls run inline in the runner thread, and the
+    supervisor abandons that thread when a call passes its timeout. Any other
+    call is handed to a worker thread and waited for.
     """
 
     def __init__(self, settings: SandboxSettings) -> None:
         self.settings = settings
         self._worker: _Worker | None = None
         self._guard: contextlib.AbstractContextManager | None = None
+        self._state_lock = threading.Lock()
+        self._runner: threading.Thread | None = None
+        self._inline: _InlineCall | None = None
         self.abandoned_workers = 0
+        self.last_timeout: CallResult | None = None
 
     def __enter__(self) -> "Sandbox":
         self._guard = publish_guard()
         self._guard.__enter__()
-        # The first travel and the first worker thread cost tens of milliseconds;
-        # paying that here keeps it out of the first paced release.
-        with _recorded_clock(time.time_ns() // 1000 if self.settings.clock == "recorded" else None):
-            self._worker = _Worker()
+        # The first travel costs tens of milliseconds; paying it here keeps it
+        # out of the first paced release.
+        _stop_travel(_start_travel(time.time_ns() // 1000 if self.settings.clock == "recorded" else None))
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         if self._worker is not None and not self._worker.abandoned:
-            self._worker.jobs.put(None)
+            self._worker.stop()
         self._worker = None
         if self._guard is not None:
             self._guard.__exit__(*exc_info)
             self._guard = None
 
+    def _environment_values(self) -> tuple[tuple[str, str], ...]:
+        # PUBSUB_EMULATOR_HOST comes last, so it wins over the configured environment:
+        # any Pub/Sub client the processor builds from it (a SubscriberClient too)
+        # gets anonymous credentials and a closed loopback port.
+        return (*self.settings.env, ("PUBSUB_EMULATOR_HOST", SANDBOX_PUBSUB_ENDPOINT))
+
     def call(self, function: Callable[[], Any], *, capture: PublishCapture, timeout_s: float,
              publish_time_micros: int) -> CallResult:
-        """Run ``function`` in the worker thread, waiting at most ``timeout_s`` seconds."""
-        global _active_capture
+        """Run ``function`` sandboxed, waiting at most ``timeout_s`` seconds for it."""
         if self._guard is None:
             raise RuntimeError("Sandbox.call needs the sandbox entered: use 'with Sandbox(...) as sandbox'")
         travel_to = publish_time_micros if self.settings.clock == "recorded" else None
-        with _CALL_LOCK, _environment(self.settings.env), _recorded_clock(travel_to):
+        if threading.current_thread() is self._runner:
+            return self._call_inline(function, capture=capture, timeout_s=timeout_s, travel_to=travel_to)
+        return self._call_in_worker(function, capture=capture, timeout_s=timeout_s, travel_to=travel_to)
+
+    # ------------------------------------------------------------------ supervised, inline
+
+    def supervise(self, body: Callable[[], None], *, poll_s: float = 0.05) -> None:
+        """Run ``body`` in a runner thread whose :meth:`call` runs processors inline.
+
+        Handing every call to another thread costs two thread switches, the
+        largest cost of a replay at speed max. Here the runner calls the
+        processor itself, and this thread only watches the deadline of the
+        call in progress, waking every ``poll_s`` seconds at most, so a
+        timeout is detected up to ``poll_s`` late. When a call times out, its
+        runner is abandoned (it unwinds if the call ever returns),
+        :attr:`last_timeout` contains the timed-out result, and ``body`` runs
+        again in a new runner: it must resume where it stopped and take that
+        result for the call it had in flight.
+        """
+        while True:
+            finished = threading.Lock()
+            finished.acquire()
+            outcome: dict[str, BaseException] = {}
+
+            def run(finished: threading.Lock = finished, outcome: dict = outcome) -> None:
+                try:
+                    body()
+                except _Abandoned:
+                    return  # the supervisor no longer waits for this runner
+                except BaseException as error:  # handed to the supervisor, which re-raises it
+                    outcome["error"] = error
+                finished.release()
+
+            runner = threading.Thread(target=run, name="replay-lane", daemon=True)
+            self._runner = runner
+            runner.start()
+            if self._watch(finished, poll_s):
+                self._runner = None
+                if "error" in outcome:
+                    raise outcome["error"]
+                return
+
+    def _watch(self, finished: threading.Lock, poll_s: float) -> bool:
+        """Wait for the runner; True when it finished, False when its call timed out."""
+        while True:
+            with self._state_lock:
+                current = self._inline
+            wait_s = poll_s
+            if current is not None:
+                wait_s = min(poll_s, max(0.0, current.deadline - time.monotonic()))
+            if finished.acquire(timeout=wait_s):
+                return True
+            with self._state_lock:
+                current = self._inline
+                if current is not None and time.monotonic() >= current.deadline:
+                    self._abandon(current)
+                    return False
+
+    def _abandon(self, inline: _InlineCall) -> None:
+        """Undo a timed-out call's settings on its behalf; the caller has acquired ``_state_lock``."""
+        global _active_capture
+        inline.abandoned = True
+        _abandoned_threads.add(inline.thread)
+        _active_capture = None
+        inline.capture.closed = True
+        _stop_travel(inline.traveller)
+        _restore_environment(inline.saved_environment)
+        self._inline = None
+        self.abandoned_workers += 1
+        self.last_timeout = CallResult(timed_out=True, handling_micros=round(inline.timeout_s * 1e6))
+        _CALL_LOCK.release()
+
+    def _call_inline(self, function: Callable[[], Any], *, capture: PublishCapture, timeout_s: float,
+                     travel_to: int | None) -> CallResult:
+        global _active_capture
+        _CALL_LOCK.acquire()
+        saved = _apply_environment(self._environment_values())
+        try:
+            traveller = _start_travel(travel_to)
+        except BaseException:
+            _restore_environment(saved)
+            _CALL_LOCK.release()
+            raise
+        # NOTE: Python cannot stop a thread; a timed-out call keeps running in its
+        # abandoned runner, and any publish it makes later is dropped.
+        inline = _InlineCall(thread=threading.current_thread(), deadline=time.monotonic() + timeout_s,
+                             timeout_s=timeout_s, capture=capture, saved_environment=saved, traveller=traveller)
+        with self._state_lock:
+            self._inline = inline
+        _active_capture = capture
+        capture.started_ns = time.perf_counter_ns()
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            value = function()
+        except BaseException as failure:  # the processor's failure is the call's outcome
+            error = failure
+        end_ns = time.perf_counter_ns()
+        with self._state_lock:
+            if inline.abandoned:
+                raise _Abandoned()
+            self._inline = None
+            _active_capture = None
+            capture.closed = True
+            _stop_travel(traveller)
+            _restore_environment(saved)
+            _CALL_LOCK.release()
+        return CallResult(value=value, error=error, handling_micros=(end_ns - capture.started_ns) // 1000)
+
+    # ------------------------------------------------------------------ handed to a worker
+
+    def _call_in_worker(self, function: Callable[[], Any], *, capture: PublishCapture, timeout_s: float,
+                        travel_to: int | None) -> CallResult:
+        global _active_capture
+        with _CALL_LOCK, _environment(self._environment_values()), _recorded_clock(travel_to):
             if self._worker is None:
                 self._worker = _Worker()
             worker = self._worker
-            outcome: dict[str, Any] = {}
-            done = threading.Event()
             _active_capture = capture
             capture.started_ns = time.perf_counter_ns()
-            worker.jobs.put((function, outcome, done))
+            job = worker.submit(function)
             try:
-                finished = done.wait(timeout_s)
+                finished = job.done.acquire(timeout=timeout_s)
             finally:
                 _active_capture = None
             if not finished:
@@ -352,5 +572,5 @@ class Sandbox:
                 capture.closed = True
                 return CallResult(timed_out=True, handling_micros=round(timeout_s * 1e6))
             capture.closed = True
-        elapsed = (outcome["end_ns"] - capture.started_ns) // 1000
-        return CallResult(value=outcome.get("value"), error=outcome.get("error"), handling_micros=elapsed)
+        elapsed = (job.end_ns - capture.started_ns) // 1000
+        return CallResult(value=job.value, error=job.error, handling_micros=elapsed)

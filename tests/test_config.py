@@ -126,13 +126,112 @@ def test_http_needs_url(tmp_path):
     assert "key 'processors[0].url' = None is required for the http adapter" in message
 
 
+ROUTED = VALID + """\
+[[processors]]
+name = "predict"
+phase = "phase4"
+adapter = "callable"
+target = "tests.topology.processors:predict"
+subscribes = ["phase3-trigger"]
+[[processors]]
+name = "late_report"
+phase = "phase6"
+adapter = "callable"
+target = "tests.topology.processors:predict"
+subscribes = ["phase2-late"]
+"""
+DAY = dt.date(2024, 3, 9)
+
+
+def _selection(*phases: str) -> Selection:
+    return Selection(dates=(DAY,), phases=phases)
+
+
 def test_cascade_topic_without_subscriber(tmp_path):
-    """A recorded output topic of a non-last phase that no processor subscribes to is rejected."""
-    config = load_config(_write(tmp_path, VALID))
-    selection = Selection(dates=(dt.date(2024, 3, 9),), phases=("phase2", "phase3"))
-    check_cascade_routing(config, selection, {"phase2": {"phase2-complete"}, "phase3": {"phase3-trigger"}})
-    with pytest.raises(ConfigError, match="lacks topic 'phase2-errors': phase 'phase2' published"):
-        check_cascade_routing(config, selection, {"phase2": {"phase2-complete", "phase2-errors"}})
+    """A topic nobody subscribes to, published before a later selected phase, is rejected."""
+    config = load_config(_write(tmp_path, ROUTED))
+    with pytest.raises(ConfigError) as caught:
+        check_cascade_routing(config, _selection("phase2", "phase3"),
+                              {"phase2": {"phase2-complete", "phase2-errors"}})
+    message = str(caught.value)
+    assert f"{tmp_path / 'replay.toml'}:17: recorded topic 'phase2-errors' of phase 'phase2'" in message
+    assert "has no subscriber in 'processors.subscribes'" in message
+    assert "or to 'terminal_topics'" in message
+
+
+def test_cascade_routed_topics_accepted(tmp_path):
+    """Topics read by a selected processor pass."""
+    config = load_config(_write(tmp_path, ROUTED))
+    check_cascade_routing(config, _selection("phase2", "phase3", "phase4"),
+                          {"phase2": {"phase2-complete"}, "phase3": {"phase3-trigger"}})
+
+
+def test_cascade_last_phase_ends_run(tmp_path):
+    """Topics of the last selected phase end the run, subscribed or not."""
+    config = load_config(_write(tmp_path, ROUTED))
+    check_cascade_routing(config, _selection("phase2", "phase3"),
+                          {"phase2": {"phase2-complete"}, "phase3": {"phase3-trigger", "phase3-audit"}})
+
+
+def test_cascade_terminal_topic_accepted(tmp_path):
+    """A topic listed in terminal_topics needs no subscriber, even before a later phase."""
+    config = load_config(_write(tmp_path, 'terminal_topics = ["phase2-errors"]\n' + ROUTED))
+    assert config.terminal_topics == ("phase2-errors",)
+    check_cascade_routing(config, _selection("phase2", "phase3"),
+                          {"phase2": {"phase2-complete", "phase2-errors"}})
+
+
+def test_cascade_consumer_after_selection(tmp_path):
+    """A topic read only by a phase after the last selected one ends the run there."""
+    config = load_config(_write(tmp_path, ROUTED))
+    check_cascade_routing(config, _selection("phase2", "phase3"),
+                          {"phase2": {"phase2-complete", "phase2-late"}})
+
+
+def test_cascade_skipped_consumer_rejected(tmp_path):
+    """A topic read by a skipped phase that a later selected phase depends on is rejected."""
+    config = load_config(_write(tmp_path, ROUTED))
+    with pytest.raises(ConfigError) as caught:
+        check_cascade_routing(config, _selection("phase2", "phase4"), {"phase2": {"phase2-complete"}})
+    message = str(caught.value)
+    assert "recorded topic 'phase2-complete' of phase 'phase2' is read by phase 'phase3'" in message
+    assert "select 'phase3' or end --phases before it" in message
+
+
+def test_cascade_isolated_not_checked(tmp_path):
+    """Isolated mode feeds every phase from the recording, so routing is not checked."""
+    config = apply_overrides(load_config(_write(tmp_path, ROUTED)), mode="isolated")
+    check_cascade_routing(config, _selection("phase2", "phase4"), {"phase2": {"phase2-errors"}})
+
+
+def test_terminal_topic_with_subscriber_rejected(tmp_path):
+    """A terminal topic that a processor subscribes to is a contradiction, rejected on load."""
+    message = _reject(tmp_path, 'terminal_topics = ["phase2-complete"]\n' + VALID)
+    assert ":1: key 'terminal_topics' = 'phase2-complete' is subscribed to by processor 'orchestrator'" in message
+
+
+def test_terminal_topics_must_be_names(tmp_path):
+    """terminal_topics must be a list of topic short names."""
+    message = _reject(tmp_path, 'terminal_topics = "phase2-errors"\n' + VALID)
+    assert ":1: key 'terminal_topics' = 'phase2-errors' must be a list of topic short names" in message
+    message = _reject(tmp_path, 'terminal_topics = ["projects/p/topics/x"]\n' + VALID)
+    assert "must be a topic short name, not a path" in message
+
+
+def test_nba_example_full_cascade_accepted():
+    """The example NBA replay.toml loads, and a phases 2-6 cascade over its recorded topics passes."""
+    from pathlib import Path
+
+    config = load_config(Path(__file__).resolve().parent.parent / "examples" / "nba" / "replay.toml")
+    recorded = {
+        "phase2": {"nba-phase2-raw-complete"},
+        "phase3": {"nba-phase3-analytics-complete", "nba-phase3-trigger"},
+        "phase4": {"nba-phase4-precompute-complete", "nba-phase4-trigger"},
+        "phase5": {"nba-phase5-predictions-complete", "nba-phase6-export-trigger"},
+        "phase6": {"nba-phase6-export-complete"},
+    }
+    check_cascade_routing(config, _selection(*config.phases), recorded)
+    check_cascade_routing(config, _selection("phase2", "phase3", "phase4", "phase5"), recorded)
 
 
 def test_overrides_replace_file_values(tmp_path):
@@ -175,3 +274,12 @@ def test_date_range():
     assert days == (dt.date(2024, 3, 30), dt.date(2024, 3, 31), dt.date(2024, 4, 1))
     with pytest.raises(ConfigError, match="exclude each other"):
         resolve_dates(date="2024-03-09", start_date="2024-03-01")
+
+
+def test_strict_key_and_override(tmp_path):
+    """[replay] strict is read from the file and --strict overrides it."""
+    config = load_config(_write(tmp_path, VALID.replace("max_gap_s = 300", "max_gap_s = 300\nstrict = true")))
+    assert config.replay.strict is True
+    assert apply_overrides(config, strict=False).replay.strict is False
+    message = _reject(tmp_path, VALID.replace("max_gap_s = 300", 'max_gap_s = 300\nstrict = "yes"'))
+    assert ":9: key 'replay.strict' = 'yes' must be a bool" in message

@@ -10,7 +10,7 @@ import pytest
 
 from recorder._reader import ArchiveReader
 from recorder._writer import ArchiveWriter
-from replayer.config import Selection, load_config, parse_where
+from replayer.config import Selection, apply_overrides, load_config, parse_where
 from replayer.lane import LaneExecutor, replay_event_id, route_entry_event
 from replayer.pacing import ManualClock
 from replayer.run import run_replay
@@ -59,6 +59,30 @@ def test_cascade_routes_outputs_with_causation(tmp_path):
     routed = [call for call in result.calls if not call["recorded_input"]]
     assert {call["processor"] for call in routed} == {"orchestrator", "predict"}
     assert all(call["lateness_micros"] is None for call in routed)
+
+
+@pytest.mark.parametrize(("speed", "max_gap_s", "offsets_s"), [
+    ("1", None, [0, 0, 2, 2, 4, 4]),
+    ("10", None, [0, 0, 0.2, 0.2, 0.4, 0.4]),
+    ("1", 0.5, [0, 0, 0.5, 0.5, 1.0, 1.0]),
+])
+def test_lane_release_schedule(tmp_path, speed, max_gap_s, offsets_s):
+    """On an injected clock entry events are released at publish offset / speed, gaps capped, ties by id."""
+    config = apply_overrides(_config(tmp_path, speed=speed), max_gap_s=max_gap_s)
+    selection = Selection(dates=(recording.DATE,), phases=config.phases)
+    deliveries = [delivery for event in recording.production_events()
+                  for _, delivery in route_entry_event(event, config=config, selection=selection)]
+    clock = ManualClock(start_micros=1_000_000)
+    executor = LaneExecutor(config, selection, clock=clock)
+    result = executor.run("2024-03-09", list(reversed(deliveries)), logical_date=recording.DATE)
+    executor.close()
+    entries = [call for call in result.calls if call["recorded_input"]]
+    assert [call["scheduled_offset_micros"] for call in entries] == [round(s * 1e6) for s in offsets_s]
+    assert [(call["input_event_id"], call["processor"]) for call in entries] == [
+        (f"m-{game}", processor) for game in ("g1", "g2", "g3") for processor in ("box_scores", "player_stats")]
+    assert clock.sleeps == [1_000_000 + round(s * 1e6) for s in sorted(set(offsets_s)) if s > 0]
+    assert result.planned_duration_micros == round(offsets_s[-1] * 1e6)
+    assert result.lateness.releases == 6
 
 
 def test_output_events_are_replay_outputs(tmp_path):
@@ -163,9 +187,18 @@ def test_run_replay_rejects_unsubscribed_topic(tmp_path):
     recording.write_archive(str(tmp_path / "archive"))
     path = recording.write_config(tmp_path / "replay.toml", archive=str(tmp_path / "archive"),
                                   output=str(tmp_path / "out"))
-    with pytest.raises(ConfigError, match="lacks topic 'phase2-complete'"):
+    with pytest.raises(ConfigError, match="topic 'phase2-complete' of phase 'phase2' is read by phase 'phase3'"):
         run_replay(path, phases="phase2,phase4")
     assert not (tmp_path / "out").exists()
+
+
+def test_run_replay_ends_at_last_phase(tmp_path):
+    """A cascade over phases 2-3 ends there: phase3's trigger topic needs no selected subscriber."""
+    recording.write_archive(str(tmp_path / "archive"))
+    path = recording.write_config(tmp_path / "replay.toml", archive=str(tmp_path / "archive"),
+                                  output=str(tmp_path / "out"))
+    result = run_replay(path, phases="2-3", dry_run=True)
+    assert result.plan.selection.phases == ("phase2", "phase3")
 
 
 def test_dry_run_plans_without_running(tmp_path):
@@ -224,3 +257,70 @@ def test_redeliveries(cases_dir, tmp_path, resend, expected):
     totals = sorted((json.loads(e.data)["game"], json.loads(e.data)["total"]) for e in replayed)
     assert totals == expected
     assert len(result.calls) == len(expected)
+
+
+MERGED_TOML = """
+phases = ["phase2", "phase3"]
+[archive]
+uri = "{archive}"
+[replay]
+speed = "max"
+output = "{output}"
+[[processors]]
+name = "orchestrator"
+phase = "phase3"
+adapter = "callable"
+target = "tests.topology.processors:orchestrator"
+subscribes = ["phase2-complete"]
+stateful = true
+[[processors]]
+name = "predict"
+phase = "phase3"
+adapter = "callable"
+target = "tests.topology.processors:predict"
+subscribes = ["phase3-trigger"]
+[[processors]]
+name = "box_scores"
+phase = "phase2"
+adapter = "callable"
+target = "tests.topology.processors:box_scores"
+subscribes = ["raw-games"]
+"""
+
+
+def test_cascade_start_skips_replayed_topics(tmp_path):
+    """A cascade starting at a phase whose orchestrator feeds its second processor delivers each trigger once."""
+    import dataclasses
+
+    events = [dataclasses.replace(event, phase="phase3") if event.phase == "phase4" else event
+              for event in recording.production_events()]
+    with ArchiveWriter(str(tmp_path / "archive"), writer_id="merged", source="sdk") as writer:
+        for event in events:
+            writer.write(event)
+    path = tmp_path / "replay.toml"
+    path.write_text(MERGED_TOML.format(archive=tmp_path / "archive", output=tmp_path / "out"))
+    result = run_replay(str(path), start_phase="phase3")
+    summary = {row["processor"]: row for row in result.summary}
+    assert summary["orchestrator"]["recorded_inputs"] == 6
+    assert summary["predict"]["inputs"] == 3
+    assert summary["predict"]["recorded_inputs"] == 0
+    assert result.plan.entries == {("phase3", "orchestrator"): 6}
+    isolated = run_replay(str(path), start_phase="phase3", mode="isolated", output=str(tmp_path / "iso"))
+    assert {row["processor"]: row["recorded_inputs"] for row in isolated.summary} == {
+        "orchestrator": 6, "predict": 3}
+
+
+def test_long_wait_is_logged(tmp_path):
+    """A paced wait of 10 s or more for the next entry event is logged with the lane and the wait."""
+    from structlog.testing import capture_logs
+
+    config = _config(tmp_path, speed="0.2")
+    selection = Selection(dates=(recording.DATE,), phases=config.phases)
+    deliveries = [delivery for event in recording.production_events()
+                  for _, delivery in route_entry_event(event, config=config, selection=selection)]
+    executor = LaneExecutor(config, selection, clock=ManualClock())
+    with capture_logs() as logs:
+        executor.run("2024-03-09", deliveries, logical_date=recording.DATE)
+    executor.close()
+    waits = [(entry["released"], entry["wait_s"]) for entry in logs if entry["event"] == "replay.waiting"]
+    assert waits == [(2, 10.0), (4, 10.0)]
