@@ -55,7 +55,8 @@ def _progress(json_output: bool):
 @click.option("--speed", help="Replay speed: a multiplier of recorded time (1, 10, 0.5) or max.")
 @click.option("--max-gap", "max_gap_s", type=float, help="Cap idle gaps between entry events at this many seconds.")
 @click.option("--where", multiple=True,
-              help="Replay only entry events whose ATTRIBUTE=VALUE or /json/pointer=VALUE (repeatable).")
+              help="Replay only entry events whose ATTRIBUTE=VALUE or /json/pointer=VALUE (repeatable); "
+                   "the report then compares only the recorded events they led to.")
 @click.option("--output", help="Output folder (or gs:// prefix) of this replay; must not hold a replay yet.")
 @click.option("--resend-redeliveries", is_flag=True, default=None,
               help="Deliver recorded redeliveries again instead of removing duplicates.")

@@ -6,10 +6,13 @@ with the genuine Pub/Sub push envelope; ``http`` POSTs that envelope to a
 running service. :data:`ADAPTERS` maps each adapter name to its class, and
 every adapter returns a :class:`Delivery` classified as Pub/Sub would: for
 push, 102, 200, 201, 202 and 204 are acks and every other status is a nack.
+The ``wsgi`` adapter raises again an exception that a Flask app raised,
+because the recorder's push middleware records it as ``error:<Type>``, not as a nack.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import datetime as dt
 import json
@@ -156,8 +159,43 @@ class CallableAdapter(Adapter):
         return classify_return(self.target(message, ctx))
 
 
+# Exceptions Flask handled during the wsgi delivery running in this context;
+# None outside a delivery, so requests served by anything else are ignored.
+_request_exceptions: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar(
+    "replay_wsgi_request_exceptions", default=None)
+
+
+def _note_request_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
+    raised = _request_exceptions.get()
+    if raised is not None:
+        raised.append(exception)
+
+
+def _watch_flask_exceptions() -> None:
+    """Connect to Flask's ``got_request_exception`` signal (once; blinker ignores repeats)."""
+    try:
+        from flask import got_request_exception
+    except ImportError:
+        return  # not Flask: a plain WSGI app's exception reaches the adapter by itself
+    # Flask responds to an unhandled exception with a 500 and does not re-raise it,
+    # so the signal is the only place where the exception is still available.
+    got_request_exception.connect(_note_request_exception, weak=False)
+
+
+def response_status(error: BaseException | None) -> int | None:
+    """Return the HTTP status the app returned before the ``wsgi`` adapter raised ``error`` again, if any."""
+    return getattr(error, "replay_http_status", None)
+
+
 class WsgiAdapter(Adapter):
-    """POSTs the push envelope to a WSGI app in-process: no socket, no credentials."""
+    """POSTs the push envelope to a WSGI app in-process: no socket, no credentials.
+
+    When a Flask app raises, Flask sends ``got_request_exception`` and responds
+    with 500. The adapter then raises that exception again, with the status in
+    its ``replay_http_status`` attribute (see :func:`response_status`), so the
+    call is a ``processor_exception`` named by type, like in the recording.
+    A 500 the app returns without raising stays a nack.
+    """
 
     def __init__(self, processor: ProcessorConfig, target: Any, context: AdapterContext) -> None:
         super().__init__(processor, target, context)
@@ -167,6 +205,7 @@ class WsgiAdapter(Adapter):
             raise MissingExtraError("werkzeug (with flask)", "replay") from error
         self._builder = EnvironBuilder
         self._run = run_wsgi_app
+        _watch_flask_exceptions()
 
     def deliver(self, message: Message, ctx: ProcessorContext) -> Delivery:
         body = json.dumps(self.envelope(message)).encode("utf-8")
@@ -179,15 +218,27 @@ class WsgiAdapter(Adapter):
             environ = builder.get_environ()
         finally:
             builder.close()
-        app_iter, status_line, _headers = self._run(self.target, environ, buffered=False)
+        raised: list[BaseException] = []
+        token = _request_exceptions.set(raised)
         try:
-            for _chunk in app_iter:
-                pass  # drain the body so generator views run to the end
+            app_iter, status_line, _headers = self._run(self.target, environ, buffered=False)
+            try:
+                for _chunk in app_iter:
+                    pass  # drain the body so generator views run to the end
+            finally:
+                close = getattr(app_iter, "close", None)
+                if close is not None:
+                    close()
         finally:
-            close = getattr(app_iter, "close", None)
-            if close is not None:
-                close()
+            _request_exceptions.reset(token)
         status = int(str(status_line).split(" ", 1)[0])
+        if raised:
+            error = raised[0]  # the original one; an error handler that fails adds a second
+            try:
+                error.replay_http_status = status  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):
+                pass  # an exception type with __slots__; the status is then not reported
+            raise error
         return Delivery(ack=is_ack_status(status), status=status)
 
 

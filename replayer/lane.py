@@ -20,7 +20,9 @@ from typing import Any, Callable, Iterable, Mapping
 from recorder._envelope import subscription_path
 
 from recorder._logging import get_logger
-from replayer.adapters import Adapter, MissingInputData, Message, ProcessorContext, build_adapter
+from replayer.adapters import (
+    Adapter, MissingInputData, Message, ProcessorContext, build_adapter, response_status,
+)
 from replayer.config import ProcessorConfig, ReplayConfig, Selection
 from replayer.pacing import Clock, LatenessStats, MonotonicClock, Pacer, plan_schedule, Schedule
 from replayer.sandbox import CallResult, PublishCapture, Sandbox
@@ -353,7 +355,8 @@ class LaneExecutor:
             "lane": run.lane, "logical_date": run.logical_date.isoformat(), "phase": processor.phase,
             "processor": processor.name, "input_event_id": pending.message.message_id,
             "input_topic": pending.message.topic, "recorded_input": pending.recorded, "outcome": outcome,
-            "category": category, "status": delivery.status if delivery is not None else None,
+            "category": category,
+            "status": delivery.status if delivery is not None else response_status(result.error),
             "error": error, "handling_micros": result.handling_micros,
             "scheduled_offset_micros": pending.offset_micros, "lateness_micros": pending.lateness_micros,
             "outputs": len(produced),

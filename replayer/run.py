@@ -22,12 +22,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from recorder._logging import get_logger
 from recorder._reader import ArchiveReader
 from recorder._storage import join_uri, open_storage
+from replayer.closure import causal_closure
 from replayer.config import (
     ReplayConfig, Selection, ValueMatch, apply_overrides, check_cascade_routing, load_config,
     parse_where, resolve_dates, select_phases,
 )
 from replayer.errors import ConfigError, MissingExtraError
-from replayer.lane import EntryDelivery, plan_lane, route_entry_event
+from replayer.lane import EntryDelivery, entry_phases, plan_lane, route_entry_event
 from replayer.pacing import count_out_of_order, lateness_stats
 from schemas import Direction, RecordedEvent, micros_to_rfc3339, now_micros
 
@@ -42,7 +43,10 @@ class ReplayPlan:
 
     ``entries`` counts entry deliveries per (phase, processor);
     ``planned_duration_s`` is the sum of the lanes' schedules, because the
-    in-process runner replays lanes one after another.
+    in-process runner replays lanes one after another. ``recorded_events``
+    are what the report compares against: every recorded event of the
+    selection, or with ``--where`` only those the selected entry events led
+    to (see :func:`replayer.closure.causal_closure`).
     """
 
     config: ReplayConfig
@@ -115,13 +119,18 @@ def plan_replay(config: ReplayConfig, selection: Selection, *, in_process: bool 
             recorded.append(event)
             if event.direction is Direction.OUTPUT and event.topic:
                 output_topics[event.phase].add(event.topic)
+
     check_cascade_routing(config, selection, output_topics)
     selection = dataclasses.replace(
         selection, replayed_topics=frozenset(topic for topics in output_topics.values() for topic in topics))
+
     lanes: dict[str, list[EntryDelivery]] = collections.defaultdict(list)
+    entry_ids: set[str] = set()
     for event in recorded:
         for lane, delivery in route_entry_event(event, config=config, selection=selection):
             lanes[lane].append(delivery)
+            entry_ids.add(event.event_id)
+
     durations, gaps, out_of_order = [], 0, 0
     entries: dict[tuple[str, str], int] = collections.Counter()
     for deliveries in lanes.values():
@@ -131,15 +140,42 @@ def plan_replay(config: ReplayConfig, selection: Selection, *, in_process: bool 
         out_of_order += count_out_of_order(d.event.publish_time for d in deliveries)
         for delivery in deliveries:
             entries[(delivery.event.phase, delivery.processor)] += 1
+
     planned = sum(durations) if in_process else max(durations, default=0.0)
     stats = reader.stats
     read_stats = {"files_read": stats.files_read, "records_read": stats.records_read,
                   "duplicates_removed": stats.duplicates_removed,
                   "damaged": [damaged.to_dict() for damaged in stats.damaged]}
+
+    if selection.where:
+        if not entry_ids:
+            raise _nothing_selected(config, selection)
+        recorded = _narrow_to_selection(recorded, entry_ids, config=config, selection=selection)
+        read_stats["where_selected_records"] = len(recorded)
     return ReplayPlan(config=config, selection=selection,
                       lanes={lane: len(items) for lane, items in sorted(lanes.items())},
                       entries=dict(entries), planned_duration_s=planned, gaps_shortened=gaps,
                       out_of_order=out_of_order, recorded_events=tuple(recorded), read_stats=read_stats)
+
+
+def _narrow_to_selection(recorded: list[RecordedEvent], entry_ids: set[str], *, config: ReplayConfig,
+                         selection: Selection) -> list[RecordedEvent]:
+    """Keep the recorded events the ``--where`` entry events led to, so the report compares like with like."""
+    narrowed = causal_closure(
+        recorded, entry_ids, transitive=config.replay.mode == "cascade",
+        selects=lambda event: selection.selects(attributes=event.attributes, data=event.data))
+    log.info("replay.where_narrowed", archive=config.archive.uri, entry_events=len(entry_ids),
+             records=len(narrowed), records_read=len(recorded))
+    return narrowed
+
+
+def _nothing_selected(config: ReplayConfig, selection: Selection) -> ConfigError:
+    clauses = " ".join(f"--where {clause.describe()}" for clause in selection.where)
+    phases = ", ".join(entry_phases(config, selection))
+    return ConfigError(
+        f"{clauses} selects no entry event: no recorded input of {phases} on "
+        f"{', '.join(d.isoformat() for d in selection.dates)} has that value; check the value, or choose "
+        "--phases (and --mode) whose entry events carry it, as `replay show` lists them")
 
 
 def _check_output_folder(out_dir: str) -> None:
@@ -336,16 +372,29 @@ def plan_lines(plan: ReplayPlan) -> list[str]:
     return lines
 
 
+# Columns of the end-of-run table: header, minimum width, and whether it is
+# left-aligned text. A column grows past its minimum to fit its longest cell.
+_SUMMARY_COLUMNS = (("phase", 10, True), ("processor", 20, True), ("inputs", 6, False), ("outputs", 7, False),
+                    ("missing", 7, False), ("except", 6, False), ("nonack", 6, False), ("timeout", 7, False),
+                    ("handling_ms", 11, False), ("late_p99_ms", 11, False))
+
+
 def summary_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The per phase and processor table printed at the end of a run."""
-    header = (f"{'phase':<10} {'processor':<20} {'inputs':>6} {'outputs':>7} {'missing':>7} {'except':>6} "
-              f"{'nonack':>6} {'timeout':>7} {'handling_ms':>11} {'late_p99_ms':>11}")
-    lines = [header]
+    """Format the per phase and processor table printed at the end of a run, with columns sized to fit."""
+    table = [[header for header, _, _ in _SUMMARY_COLUMNS]]
     for row in rows:
         errors = row["errors"]
-        lines.append(
-            f"{row['phase']:<10} {row['processor']:<20} {row['inputs']:>6} {row['outputs']:>7} "
-            f"{errors['missing_input_data']:>7} {errors['processor_exception']:>6} "
-            f"{errors['non_ack_response']:>6} {errors['timeout']:>7} {row['handling_ms']['total']:>11.1f} "
-            f"{row['lateness_ms']['p99']:>11.3f}")
+        table.append([
+            str(row["phase"]), str(row["processor"]), str(row["inputs"]), str(row["outputs"]),
+            str(errors["missing_input_data"]), str(errors["processor_exception"]),
+            str(errors["non_ack_response"]), str(errors["timeout"]),
+            f"{row['handling_ms']['total']:.1f}", f"{row['lateness_ms']['p99']:.3f}",
+        ])
+    widths = [max(minimum, *(len(cells[index]) for cells in table))
+              for index, (_, minimum, _) in enumerate(_SUMMARY_COLUMNS)]
+    lines = []
+    for cells in table:
+        padded = [cell.ljust(width) if left else cell.rjust(width)
+                  for cell, width, (_, _, left) in zip(cells, widths, _SUMMARY_COLUMNS)]
+        lines.append(" ".join(padded).rstrip())
     return lines

@@ -397,13 +397,15 @@ def test_failing_game_missing_downstream(recording, recorded_outputs, tmp_path):
     failed_calls = [call for call in result.calls if call["category"]]
     assert len(failed_calls) == 1
     call = failed_calls[0]
-    assert (call["phase"], call["processor"], call["category"], call["status"]) == (
-        "phase3", "analytics", "non_ack_response", 500)
+    # Flask answers the exception with a 500; like the recorder, the replay names the exception.
+    assert (call["phase"], call["processor"], call["category"], call["outcome"]) == (
+        "phase3", "analytics", "processor_exception", "error:GameFailure")
+    assert call["status"] == 500
     triggers = {event.event_id: json.loads(event.data) for event in _replayed_events(tmp_path / "out")
                 if event.topic == "nba-phase3-trigger"}
     assert triggers[call["input_event_id"]]["game_id"] == failing
     analytics = _validation_rows(report)[("phase3", "analytics")]
-    assert analytics["errors"] == {"non_ack_response": 1}
+    assert analytics["errors"] == {"processor_exception": 1}
 
     downstream = [(event, message) for event, message in recorded_outputs
                   if event.topic != "nba-phase3-trigger" and event.phase != "phase2"]
@@ -416,9 +418,9 @@ def test_failing_game_missing_downstream(recording, recorded_outputs, tmp_path):
     assert {recorded_by_id[entry["recorded_event_id"]]["game_id"] for entry in entries} == {failing}
     # Each missing output names the failed call it traces back to, with the error category.
     for entry in entries:
-        assert entry["reason"].startswith("non_ack_response: the replayed call of phase3/analytics "), entry
+        assert entry["reason"].startswith("processor_exception: the replayed call of phase3/analytics "), entry
         assert call["input_event_id"] in entry["reason"]
-        assert "HTTP 500" in entry["reason"]
+        assert f"GameFailure: analytics variant fails game {failing}" in entry["reason"]
     for topic, count in expected_identical.items():
         counts = _topic(report, topic)["counts"]
         assert counts["identical"] == count, topic

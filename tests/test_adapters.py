@@ -130,13 +130,91 @@ def _flask_app(handler) -> Flask:
 
 @pytest.mark.parametrize(("handler_name", "failures"), [("naive_handler", 3), ("tolerant_handler", 0)])
 def test_wsgi_flask_app(cases_dir, handler_name, failures):
-    """The Flask equivalent of each handler gives the same counts: HTTP 500 is a non-ack."""
+    """The Flask equivalent of each handler gives the same counts and the same exception types as the callable."""
     app = _flask_app(getattr(_case_module(cases_dir), handler_name))
     calls = _replay(_processor("wsgi", path="/push"), app, _case_events(cases_dir).values())
-    failed = [call for call in calls if call["category"]]
+    failed = {call["input_event_id"]: call for call in calls if call["category"]}
     assert len(failed) == failures
-    assert {(call["status"], call["category"]) for call in failed} <= {(500, "non_ack_response")}
+    assert {call["category"] for call in failed.values()} <= {"processor_exception"}
+    if failures:
+        assert failed["960000000003"]["outcome"] == "error:KeyError"
+        assert failed["960000000003"]["error"] == "KeyError: 'data'"
+        assert failed["960000000004"]["outcome"] == "error:UnicodeDecodeError"
     assert len(calls) - len(failed) == 4 - failures
+
+
+def _raising_app(error: BaseException) -> Flask:
+    app = Flask("raising")
+
+    @app.post("/push")
+    def push():
+        raise error
+
+    return app
+
+
+def _message(cases_dir):
+    from replayer.adapters import Message
+
+    event = next(iter(_case_events(cases_dir).values()))
+    return Message(message_id=event.event_id, data=event.data, attributes=event.attributes,
+                   publish_time=event.publish_time)
+
+
+def test_wsgi_exception_raised_again(cases_dir):
+    """A Flask view that raises makes the adapter raise the same exception, carrying the 500 status."""
+    from replayer.adapters import response_status
+
+    processor = _processor("wsgi", path="/push")
+    error = ValueError("bad box score")
+    adapter = build_adapter(processor, config=_config(processor), target=_raising_app(error))
+    ctx = ProcessorContext(publisher=lambda *args: "id", state={}, logical_date=DAY, processor="score",
+                           phase="score")
+    with pytest.raises(ValueError) as raised:
+        adapter.deliver(_message(cases_dir), ctx)
+    assert raised.value is error
+    assert response_status(raised.value) == 500
+
+
+@pytest.mark.parametrize(("error", "outcome", "category"), [
+    (ValueError("bad box score"), "error:ValueError", "processor_exception"),
+    (FileNotFoundError("gs://bucket/raw/g3.json"), "error:FileNotFoundError", "missing_input_data"),
+])
+def test_wsgi_exception_categories(cases_dir, error, outcome, category):
+    """A raising Flask app is categorized like a raising callable, by exception type."""
+    events = list(_case_events(cases_dir).values())[:1]
+    calls = _replay(_processor("wsgi", path="/push"), _raising_app(error), events)
+    assert calls[0]["outcome"] == outcome
+    assert calls[0]["category"] == category
+    assert calls[0]["error"].startswith(f"{type(error).__name__}: ")
+
+
+def test_wsgi_returned_500_is_nack(cases_dir):
+    """A Flask app that returns 500 without raising is a non-ack, not an exception."""
+    events = list(_case_events(cases_dir).values())[:1]
+    calls = _replay(_processor("wsgi", path="/push"), _flask_app(lambda body: 500), events)
+    assert (calls[0]["outcome"], calls[0]["category"], calls[0]["status"]) == ("nack", "non_ack_response", 500)
+    assert calls[0]["error"] is None
+
+
+def test_wsgi_ignores_other_requests(cases_dir):
+    """An exception in a Flask request outside a replay delivery does not mark the next delivery."""
+    other = _raising_app(RuntimeError("served elsewhere"))
+    with other.test_client() as client:
+        assert client.post("/push", json={}).status_code == 500
+    events = list(_case_events(cases_dir).values())[:1]
+    calls = _replay(_processor("wsgi", path="/push"), _flask_app(lambda body: 204), events)
+    assert (calls[0]["outcome"], calls[0]["category"]) == ("ack", None)
+
+
+def test_wsgi_plain_app_exception(cases_dir):
+    """A WSGI app that is not Flask and raises is a processor_exception of its type."""
+    def app(environ, start_response):
+        raise LookupError("no such game")
+
+    events = list(_case_events(cases_dir).values())[:1]
+    calls = _replay(_processor("wsgi", path="/push"), app, events)
+    assert (calls[0]["outcome"], calls[0]["category"]) == ("error:LookupError", "processor_exception")
 
 
 def test_status_classification(cases_dir):

@@ -153,13 +153,16 @@ def validate(
                 duplicates[(entry.side, *phase_processor)] += 1
 
     expected = expected_processors(config, phases)
+    # With --where the recording is narrowed to what the selected entry events
+    # led to, so a processor is expected to report only when it has recorded inputs there.
+    narrowed = bool(config_value(run_meta, "where", None))
     keys = (set(input_records) | set(recorded_outputs) | set(replayed_outputs)
             | set(calls_by_processor) | set(expected))
     rows = []
     silent = []
     for phase, processor in sorted(keys, key=lambda key: (key[0], str(key[1]))):
         key = (phase, processor)
-        is_expected = key in expected
+        is_expected = key in expected and (not narrowed or input_records[key] > 0)
         is_silent = is_expected and not calls_by_processor[key] and not replayed_outputs[key]
         if is_silent:
             silent.append(key)
