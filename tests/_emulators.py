@@ -123,8 +123,21 @@ class PubSubEmulator:
 
 
 def find_pubsub_emulator() -> Path | None:
-    """Return the emulator launcher installed with the Google Cloud CLI, if any."""
-    for candidate in PUBSUB_EMULATOR_CANDIDATES:
-        if candidate.exists() and shutil.which("java"):
+    """Return the emulator launcher installed with the Google Cloud CLI, if any.
+
+    ``REPLAY_PUBSUB_EMULATOR`` names the launcher of an installation elsewhere,
+    and ``gcloud`` on the PATH is searched for the component too.
+    """
+    candidates = list(PUBSUB_EMULATOR_CANDIDATES)
+    gcloud = shutil.which("gcloud")
+    if gcloud:
+        sdk_root = Path(gcloud).resolve().parent.parent
+        candidates.insert(0, sdk_root / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator")
+    if os.environ.get("REPLAY_PUBSUB_EMULATOR"):
+        candidates.insert(0, Path(os.environ["REPLAY_PUBSUB_EMULATOR"]))
+    if not shutil.which("java"):
+        return None
+    for candidate in candidates:
+        if candidate.exists():
             return candidate
     return None

@@ -15,24 +15,20 @@ from tests._emulators import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SHARED = PROJECT_ROOT.parent / "shared"
-CASES = SHARED / "cases"
-REALDATA = SHARED / "realdata"
+TEST_DATA = Path(__file__).resolve().parent / "data"
+CASES = TEST_DATA / "cases"
+REALDATA = TEST_DATA / "realdata"
 
 
 @pytest.fixture(scope="session")
 def cases_dir() -> Path:
-    """The shared folder of small failing inputs from public bug reports."""
-    if not CASES.is_dir():
-        pytest.skip(f"shared cases not found at {CASES}")
+    """Small failing inputs reduced from public bug reports, one folder per kind of fault."""
     return CASES
 
 
 @pytest.fixture(scope="session")
 def realdata_dir() -> Path:
-    """The shared folder of real NBA pipeline payloads."""
-    if not REALDATA.is_dir():
-        pytest.skip(f"shared real data not found at {REALDATA}")
+    """Real payloads and phase messages of the NBA pipeline for 2024-01-15."""
     return REALDATA
 
 

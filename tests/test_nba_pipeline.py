@@ -259,7 +259,10 @@ def test_generator_consistent_scores():
 
 def test_production_subscribers_match_toml():
     """The production bus routes exactly the processors replay.toml declares."""
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
 
     config = tomllib.loads((Path(generator.__file__).parent / "replay.toml").read_text())
     declared = {(p["name"], p["phase"], p["subscribes"][0], (p.get("filter") or {}).get("equals"))

@@ -221,7 +221,7 @@ def _write_marker(folder: DemoFolder, *, files: list[str] | None) -> None:
     """Write the marker; ``files`` None means the demo is still writing into the folder."""
     folder.resolved.mkdir(parents=True, exist_ok=True)
     marker = {"written_by": "replay demo", "role": folder.role, "files": files,
-              "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+              "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     temporary = folder.resolved / f".{MARKER_NAME}.tmp-{os.getpid()}"
     temporary.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
     os.replace(temporary, folder.resolved / MARKER_NAME)
