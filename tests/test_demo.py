@@ -184,6 +184,25 @@ def test_folders_unlisted_file(tmp_path):
         demo.plan_folders(demo.DemoOptions(), cwd=tmp_path)
 
 
+def test_folders_replay_sandbox_output(tmp_path):
+    """Rows and exports that later replays wrote under the test prefixes do not block a rerun."""
+    folder = _make_previous_demo(tmp_path, "nba-data", {"nba_raw/t/2024-01-15/a.json": "{}"})
+    for relative in ("test/exports/predictions/2024-01-15/p.json", "test_nba_analytics/t/2024-01-15/r.json"):
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_text("{}")
+    states = {folder.role: folder.state for folder in demo.plan_folders(demo.DemoOptions(), cwd=tmp_path)}
+    assert states["data_root"] == "previous_demo"
+
+
+def test_folders_foreign_files_counted(tmp_path):
+    """The error names the first foreign file and how many more there are."""
+    folder = _make_previous_demo(tmp_path, "nba-data", {"a/b.json": "{}"})
+    for name in ("x.json", "y.json", "z.json"):
+        (folder / name).write_text("{}")
+    with pytest.raises(ConfigError, match=r"contains 'x.json' and 2 more files"):
+        demo.plan_folders(demo.DemoOptions(), cwd=tmp_path)
+
+
 def test_folders_interrupted_demo(tmp_path):
     """A marker without a file list (a demo that stopped early) still lets a rerun replace the folder."""
     folder = tmp_path / "replay-output"

@@ -34,6 +34,8 @@ log = get_logger(__name__)
 
 CONFIG_PATH = Path(__file__).with_name("replay.toml")
 MARKER_NAME = "_replay-demo.json"
+# DATASET_PREFIX and GCS_PREFIX of the example replay.toml sandbox.
+SANDBOX_PREFIXES = ("test_", "test/")
 DEFAULT_DATE = "2024-01-15"
 DEFAULT_GAMES = 11
 DEFAULT_SPEED = 60.0
@@ -183,9 +185,14 @@ def _inspect_folder(role: str, path: str, cwd: Path) -> DemoFolder:
     # demo started from an absent or empty folder, so everything in it is the demo's.
     if listed is not None:
         foreign = sorted(set(present) - set(listed))
+        if role == "data_root":
+            # Replays of the demo archive write their sandbox rows and exports
+            # under the test prefixes of this data root; they are demo output too.
+            foreign = [name for name in foreign if not name.startswith(SANDBOX_PREFIXES)]
         if foreign:
-            raise ConfigError(f"folder {path!r} contains {foreign[0]!r}, which the previous demo did not "
-                              f"write; pass {option} with a new folder, or move that file away")
+            more = f" and {len(foreign) - 1} more files" if len(foreign) > 1 else ""
+            raise ConfigError(f"folder {path!r} contains {foreign[0]!r}{more}, which the previous demo did "
+                              f"not write; pass {option} with a new folder, or move those files away")
     return DemoFolder(role, path, resolved, "previous_demo", previous_files=len(present))
 
 
