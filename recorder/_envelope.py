@@ -16,12 +16,26 @@ import dataclasses
 from typing import Any, Mapping
 
 from schemas import micros_to_rfc3339, parse_rfc3339_micros
+from schemas._event import AVRO_INT_RANGE
 
 ACK_STATUS_CODES = frozenset({102, 200, 201, 202, 204})
 
 
 class EnvelopeError(ValueError):
     """A request body is not a Pub/Sub push envelope."""
+
+
+class InvalidPushMessageError(EnvelopeError):
+    """A push envelope has a message id but a field with a value Pub/Sub never sends.
+
+    ``field`` names the envelope field (``publishTime``, ``attributes``,
+    ``data``, ``deliveryAttempt``, ...) and ``message_id`` the message.
+    """
+
+    def __init__(self, message_id: str, field: str, problem: str) -> None:
+        super().__init__(f"push message {message_id!r}: {problem}")
+        self.message_id = message_id
+        self.field = field
 
 
 def is_ack_status(status: int) -> bool:
@@ -49,8 +63,34 @@ def _first(mapping: Mapping[str, Any], *keys: str) -> Any:
     return None
 
 
+def _delivery_attempt(value: Any, message_id: str) -> int | None:
+    if value is None:
+        return None
+    # JSON has one number type, so 5.0 is accepted as 5; bool is an int in Python.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidPushMessageError(message_id, "deliveryAttempt", "'deliveryAttempt' is not an integer")
+    low, high = AVRO_INT_RANGE
+    if not low <= value <= high:
+        raise InvalidPushMessageError(message_id, "deliveryAttempt",
+                                     "'deliveryAttempt' is outside the 32-bit int range")
+    return value
+
+
+def _optional_text(message: Mapping[str, Any], message_id: str, *keys: str) -> str | None:
+    value = _first(message, *keys)
+    if value is not None and not isinstance(value, str):
+        raise InvalidPushMessageError(message_id, keys[0], f"{keys[0]!r} is not a string")
+    return value
+
+
 def parse_push_envelope(body: Any) -> PushMessage:
-    """Decode a wrapped push body; raise :class:`EnvelopeError` naming what is wrong."""
+    """Decode a wrapped push body; raise :class:`EnvelopeError` naming what is wrong.
+
+    A body with a message id but a bad field raises the subclass
+    :class:`InvalidPushMessageError`, which names the field.
+    """
     if not isinstance(body, Mapping) or not isinstance(body.get("message"), Mapping):
         raise EnvelopeError(
             "body is not a Pub/Sub push envelope: expected a JSON object with a 'message' object"
@@ -59,28 +99,37 @@ def parse_push_envelope(body: Any) -> PushMessage:
     message_id = _first(message, "messageId", "message_id")
     if message_id is None:
         raise EnvelopeError("push envelope has no 'messageId' or 'message_id' in 'message'")
+    if isinstance(message_id, bool) or not isinstance(message_id, (str, int)):
+        raise EnvelopeError("push envelope 'messageId' is not a string")
+    message_id = str(message_id)
     raw_data = message.get("data") or ""
     try:
         data = base64.b64decode(raw_data, validate=True)
     except (binascii.Error, TypeError, ValueError) as error:
-        raise EnvelopeError(
-            f"push message {message_id!r}: 'data' is not standard base64 ({error})"
-        ) from error
+        raise InvalidPushMessageError(message_id, "data", f"'data' is not standard base64 ({error})") from error
     attributes = message.get("attributes") or {}
     if not isinstance(attributes, Mapping):
-        raise EnvelopeError(f"push message {message_id!r}: 'attributes' is not an object")
+        raise InvalidPushMessageError(message_id, "attributes", "'attributes' is not an object")
     publish_text = _first(message, "publishTime", "publish_time")
     if publish_text is None:
-        raise EnvelopeError(f"push message {message_id!r} has no 'publishTime'")
-    attempt = body.get("deliveryAttempt", body.get("delivery_attempt"))
+        raise InvalidPushMessageError(message_id, "publishTime", "has no 'publishTime'")
+    try:
+        publish_time = parse_rfc3339_micros(publish_text)
+    except ValueError as error:
+        raise InvalidPushMessageError(
+            message_id, "publishTime", "'publishTime' is not an RFC 3339 timestamp with a time zone") from error
+    subscription = body.get("subscription") or None
+    if subscription is not None and not isinstance(subscription, str):
+        raise InvalidPushMessageError(message_id, "subscription", "'subscription' is not a string")
     return PushMessage(
-        message_id=str(message_id),
+        message_id=message_id,
         data=data,
         attributes={str(key): str(value) for key, value in attributes.items()},
-        publish_time=parse_rfc3339_micros(publish_text),
-        ordering_key=_first(message, "orderingKey", "ordering_key"),
-        subscription=body.get("subscription") or None,
-        delivery_attempt=int(attempt) if attempt is not None else None,
+        publish_time=publish_time,
+        ordering_key=_optional_text(message, message_id, "orderingKey", "ordering_key"),
+        subscription=subscription,
+        delivery_attempt=_delivery_attempt(
+            body.get("deliveryAttempt", body.get("delivery_attempt")), message_id),
     )
 
 

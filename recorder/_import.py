@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import dataclasses
 import datetime as dt
 import hashlib
@@ -58,6 +59,7 @@ from schemas import (
 
 log = get_logger(__name__)
 
+AVRO_MAGIC = b"Obj\x01"
 IMPORT_FORMATS = ("auto", "dataflow-avro", "gcs-subscription-avro", "case-archive", "jsonl")
 DATA_ENCODINGS = ("auto", "base64", "text")
 
@@ -269,6 +271,26 @@ def _decode_json_data(value: Any, encoding: str) -> bytes:
     return decoded
 
 
+# Binary detection looks at the start of a file only, as `file` and git do.
+_TEXT_SNIFF_BYTES = 8192
+
+
+def _not_text_problem(raw: bytes) -> str | None:
+    """Return why ``raw`` cannot be JSON lines when it is an Avro or other binary file, else None."""
+    if raw.startswith(AVRO_MAGIC):
+        return ("file is an Avro container file, not JSON lines; import it with --format auto "
+                "or the matching Avro format")
+    head = raw[:_TEXT_SNIFF_BYTES]
+    try:
+        # final=False: a multi-byte character cut at the sniff limit is not an error.
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError as error:
+        return f"file is binary, not UTF-8 JSON lines (invalid UTF-8 at byte {error.start})"
+    if b"\0" in head:
+        return "file is binary, not JSON lines (it contains NUL bytes)"
+    return None
+
+
 def _jsonl_message(line: str, encoding: str) -> _Message:
     try:
         record = json.loads(line)
@@ -315,6 +337,10 @@ def read_source(
 ) -> Iterator[tuple[int, _Message | BadRecord]]:
     """Yield ``(number, message or BadRecord)`` for each record of one source file."""
     if format == "jsonl":
+        problem = _not_text_problem(raw)
+        if problem is not None:
+            yield 0, BadRecord(uri, 0, problem)
+            return
         for number, line in enumerate(raw.decode("utf-8", "replace").splitlines(), start=1):
             if not line.strip():
                 continue

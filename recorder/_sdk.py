@@ -39,6 +39,7 @@ import time
 import weakref
 from typing import Any, Callable, Iterator, Mapping
 
+from recorder._date_fallback import DateFallbackLog, find_bad_date_source
 from recorder._logging import get_logger
 from recorder._publish_capture import (
     acquire_publish_patch,
@@ -81,7 +82,10 @@ class RecorderStats:
     ``recorded``: events written durably; ``dropped``: events lost (buffer
     full, archive unreachable past the retry budget, invalid, or still
     buffered when close timed out); ``write_errors``: failed write attempts;
-    ``queue_depth``: events buffered now; ``files_written``: archive files.
+    ``queue_depth``: events buffered now; ``files_written``: archive files;
+    ``invalid``: events (or push requests) that could not be recorded;
+    ``date_fallbacks``: events filed under their publish date because the
+    date attribute or payload date held a bad value.
     """
 
     recorded: int
@@ -91,6 +95,7 @@ class RecorderStats:
     files_written: int
     invalid: int
     publish_failures: int
+    date_fallbacks: int = 0
 
 
 def _default_writer_id() -> str:
@@ -237,6 +242,11 @@ class Recorder:
         self.date_rule = date_rule
         self.redaction = redaction if redaction is not None else RedactionRules.from_env(env)
         self.codec = codec or env.get("REPLAY_CODEC") or None
+        if self.codec:
+            from recorder._writer import check_codec
+
+            # Raised here: a codec failing later, in the flusher, would drop every event.
+            check_codec(self.codec)
         if max_buffer_events < 1:
             raise ValueError(f"max_buffer_events must be at least 1, got {max_buffer_events!r}")
         self.max_buffer_events = max_buffer_events
@@ -244,6 +254,8 @@ class Recorder:
         self.retry_budget_secs = float(retry_budget_secs)
         self.error_log_interval_secs = float(error_log_interval_secs)
         self._clock = clock
+        self._date_fallbacks = DateFallbackLog(area="recorder", interval_secs=self.error_log_interval_secs,
+                                               clock=clock)
         self._counters = collections.Counter()
         self._counter_lock = threading.Lock()
         self._unreported_drops = 0
@@ -389,6 +401,7 @@ class Recorder:
             files_written=counters.get("files_written", 0),
             invalid=counters.get("invalid", 0),
             publish_failures=counters.get("publish_failures", 0),
+            date_fallbacks=self._date_fallbacks.count,
         )
 
     def flush(self, timeout_secs: float | None = None) -> bool:
@@ -502,6 +515,7 @@ class Recorder:
                 publish_time=publish_time, attributes=item[_ATTRIBUTES], data=item[_DATA] or b"",
                 explicit=item[_EXPLICIT_DATE],
             )
+            explicit = item[_EXPLICIT_DATE]
         else:
             cause = item[_EXPLICIT_DATE]
             logical_date = resolve_output_date(
@@ -510,6 +524,13 @@ class Recorder:
                 input_publish_time=_to_micros(cause[_PUBLISH_TIME]),
                 input_explicit=cause[_EXPLICIT_DATE],
             )
+            explicit = None
+        if explicit is None and (self.date_rule.attribute or self.date_rule.json_pointer):
+            fallback = find_bad_date_source(self.date_rule, attributes=item[_ATTRIBUTES],
+                                            data=item[_DATA] or b"")
+            if fallback is not None:
+                self._date_fallbacks.report(fallback, logical_date, archive=self.archive_uri,
+                                            phase=item[_PHASE], event_id=item[_EVENT_ID])
         return RecordedEvent(
             event_id=item[_EVENT_ID] or new_event_id(),
             logical_date=logical_date,
@@ -593,6 +614,12 @@ class Recorder:
             self._counters["recorded"] += written.records
             self._counters["files_written"] += 1
 
+    def _count_invalid_input(self) -> None:
+        """Count an input that could not be recorded, as ``invalid`` and ``dropped``."""
+        with self._counter_lock:
+            self._counters["invalid"] += 1
+            self._counters["dropped"] += 1
+
     def _count(self, name: str, amount: int = 1) -> None:
         with self._counter_lock:
             self._counters[name] += amount
@@ -621,6 +648,8 @@ class Recorder:
             self.writer_id = _default_writer_id()
         self._counter_lock = threading.Lock()
         self._counters = collections.Counter()
+        self._date_fallbacks = DateFallbackLog(area="recorder", interval_secs=self.error_log_interval_secs,
+                                               clock=self._clock)
         self._in_flight_publishes = 0
         if not self._closed:
             self._start_worker()

@@ -16,6 +16,7 @@ import errno
 import io
 import os
 import re
+import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -36,6 +37,7 @@ EMULATOR_PROJECT = "replay-local"
 # Objects are read in chunks this large; an archive file's block is at most
 # a few MiB, so one request usually covers a whole file.
 GCS_READ_CHUNK_BYTES = 8 * 1024 * 1024
+_RETRY_LOG_INTERVAL_SECS = 10.0
 
 
 class StorageError(Exception):
@@ -301,8 +303,19 @@ class GcsStorage(Storage):
         from google.api_core.retry import Retry
 
         self._client = client
+        self.retry_timeout_secs = retry_timeout_secs
+        self._last_retry_log: float | None = None
         self._retry = Retry(predicate=_is_transient, initial=0.5, maximum=16.0,
-                            multiplier=2.0, timeout=retry_timeout_secs)
+                            multiplier=2.0, timeout=retry_timeout_secs, on_error=self._log_retry)
+
+    def _log_retry(self, error: BaseException) -> None:
+        # A retry loop can last minutes, so log it, at most every 10 s.
+        now = time.monotonic()
+        if self._last_retry_log is not None and now - self._last_retry_log < _RETRY_LOG_INTERVAL_SECS:
+            return
+        self._last_retry_log = now
+        log.warning("storage.retrying", endpoint=gcs_endpoint(), retry_timeout_s=self.retry_timeout_secs,
+                    error=f"{type(error).__name__}: {str(error)[:200]}")
 
     @property
     def client(self):
@@ -426,12 +439,29 @@ def _make_client():
         ) from error
 
 
+def gcs_endpoint() -> str:
+    """Return the Cloud Storage endpoint the client uses, for messages."""
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if emulator:
+        return f"{emulator} (STORAGE_EMULATOR_HOST)"
+    return "https://storage.googleapis.com"
+
+
 def _translate(error: BaseException, uri: str, action: str, client=None) -> StorageError:
     """Turn a google-cloud-storage error into a StorageError naming the URI and the fix."""
     from google.api_core import exceptions as api_exceptions
 
     if isinstance(error, StorageError):
         return error
+    if isinstance(error, api_exceptions.RetryError):
+        # The retry budget ran out on transient errors, usually a refused connection.
+        cause = error.cause
+        detail = f"{type(cause).__name__}" if cause is not None else "timed out"
+        return StorageError(
+            f"GCS {action} of {uri!r} failed: {gcs_endpoint()} could not be reached ({detail}) "
+            "before the retry time ran out; check the host and network, or STORAGE_EMULATOR_HOST "
+            "when using an emulator"
+        )
     bucket, name = parse_gcs_uri(uri)
     if isinstance(error, api_exceptions.NotFound):
         if _bucket_missing(client, bucket, action):

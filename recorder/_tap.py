@@ -41,6 +41,7 @@ except ModuleNotFoundError:  # Python 3.10
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from recorder._date_fallback import DateFallbackLog, find_bad_date_source
 from recorder._envelope import subscription_path
 from recorder._logging import get_logger
 from recorder._redaction import RedactionRules
@@ -52,6 +53,25 @@ log = get_logger(__name__)
 
 class TapConfigError(ValueError):
     """A tap subscription spec or TOML file has a bad value."""
+
+
+class TapUnreachableError(RuntimeError):
+    """Pub/Sub did not respond within ``connect_timeout_secs`` at start-up."""
+
+
+def pubsub_endpoint(subscriber: Any) -> str:
+    """Return the host:port a subscriber client talks to, for error messages."""
+    emulator = os.environ.get("PUBSUB_EMULATOR_HOST")
+    if emulator:
+        return f"{emulator} (PUBSUB_EMULATOR_HOST)"
+    return str(getattr(subscriber, "target", None) or "pubsub.googleapis.com:443")
+
+
+def _first_line(error: BaseException) -> str:
+    # gRPC errors repeat the address list after ';', which the endpoint already names.
+    text = str(error).strip().splitlines()
+    first = text[0].split(";", 1)[0][:200] if text else ""
+    return f"{type(error).__name__}: {first}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +91,14 @@ class TapSubscription:
             raise TapConfigError(
                 f"phase {self.phase!r} of subscription {self.name!r} is invalid; use lower-case "
                 "letters, digits, '_' and '-'"
+            )
+        # The same rule as a processor name in replay.toml, so a recorded
+        # processor can be named in the replay configuration.
+        if self.processor is not None and (not isinstance(self.processor, str)
+                                           or not PHASE_PATTERN.fullmatch(self.processor.lower())):
+            raise TapConfigError(
+                f"processor {self.processor!r} of subscription {self.name!r} is invalid; use letters, "
+                "digits, '_' and '-', starting with a letter or digit"
             )
         try:
             value = self.direction.value if isinstance(self.direction, Direction) else str(self.direction)
@@ -117,6 +145,9 @@ class TapConfig:
     # How long a stopping tap keeps retrying a failed archive write before it
     # nacks the held messages.
     stop_retry_secs: float = 10.0
+    # How long start-up waits for Pub/Sub to respond before the tap fails
+    # with an error naming the endpoint.
+    connect_timeout_secs: float = 30.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "subscriptions", tuple(self.subscriptions))
@@ -124,6 +155,10 @@ class TapConfig:
             raise TapConfigError("the tap needs an archive: pass --archive or set [archive] uri")
         if not self.subscriptions:
             raise TapConfigError("the tap needs at least one subscription (--subscription or [[subscriptions]])")
+        if (not isinstance(self.connect_timeout_secs, (int, float)) or isinstance(self.connect_timeout_secs, bool)
+                or not self.connect_timeout_secs > 0):
+            raise TapConfigError(
+                f"connect_timeout_secs must be a positive number of seconds, got {self.connect_timeout_secs!r}")
         for name in ("flush_max_messages", "max_outstanding_messages"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -132,6 +167,13 @@ class TapConfig:
                 or not 10 <= self.lease_extension_secs <= 600):
             raise TapConfigError(
                 f"lease_extension_secs must be a whole number of seconds from 10 to 600, got {self.lease_extension_secs!r}")
+        if self.codec:
+            from recorder._writer import CodecUnavailableError, check_codec
+
+            try:
+                check_codec(self.codec)
+            except CodecUnavailableError as error:
+                raise TapConfigError(str(error)) from error
         if self.flush_max_messages > self.max_outstanding_messages:
             # Flow control would stop the pull before a batch is full; the
             # time limit would still flush, but only every interval.
@@ -197,7 +239,7 @@ def load_tap_config(path: str | Path, **overrides: Any) -> TapConfig:
         "writer_id": archive.get("writer_id"),
     }
     for key in ("flush_max_messages", "flush_interval_secs", "max_outstanding_messages", "stats_interval_secs",
-                "lease_extension_secs", "ordered_idle_secs"):
+                "lease_extension_secs", "ordered_idle_secs", "connect_timeout_secs"):
         if key in tap:
             values[key] = tap[key]
     values.update({key: value for key, value in overrides.items() if value is not None})
@@ -216,6 +258,9 @@ class TapStats:
     write_errors: int
     backlog: int
     elapsed_s: float
+    # Messages filed under their publish date because the date attribute or
+    # payload date held a bad value.
+    date_fallbacks: int = 0
 
 
 class Tap:
@@ -236,7 +281,9 @@ class Tap:
         self._stop = threading.Event()
         self._accepting = True
         self._counts = {"received": 0, "archived": 0, "acked": 0, "nacked": 0,
-                        "files_written": 0, "write_errors": 0}
+                        "files_written": 0, "write_errors": 0, "date_fallbacks": 0}
+        self._date_fallbacks = DateFallbackLog(area="tap", interval_secs=config.stats_interval_secs,
+                                               clock=clock)
         self._in_flush = 0
         self._started = clock()
         self._writer = None
@@ -265,7 +312,18 @@ class Tap:
         flow_control = pubsub_v1.types.FlowControl(
             max_messages=self.config.max_outstanding_messages,
             max_duration_per_lease_extension=int(self.config.lease_extension_secs))
-        self._resolve_topics(subscriber)
+        try:
+            started = self._resolve_topics_until_stopped(subscriber)
+        except BaseException:
+            if self._subscriber is None:
+                subscriber.close()
+            raise
+        if not started:
+            if self._subscriber is None:
+                subscriber.close()
+            log.info("tap.stopped", archive=self.config.archive_uri, records=0, acked=0, nacked=0,
+                     backlog=0, elapsed_s=self.stats.elapsed_s)
+            return self.stats
         futures = []
         for path, subscription in self._paths.items():
             callback = functools.partial(self._on_message, subscription, self._topics.get(path))
@@ -310,17 +368,71 @@ class Tap:
 
     # ----------------------------------------------------------------- private
 
-    def _resolve_topics(self, subscriber: Any) -> None:
-        for path, subscription in self._paths.items():
-            if subscription.topic:
-                self._topics[path] = subscription.topic
-                continue
+    def _resolve_topics_until_stopped(self, subscriber: Any) -> bool:
+        """Look up each subscription's topic, which also proves that Pub/Sub responds.
+
+        Returns False when ``stop()`` came first. The lookups run on a helper
+        thread because a gRPC call cannot be interrupted by a signal, and a
+        stop during start-up must not wait for them.
+        """
+        outcome: list[BaseException | None] = []
+        done = threading.Event()
+
+        def resolve() -> None:
             try:
-                topic = subscriber.get_subscription(subscription=path).topic
+                self._resolve_topics(subscriber)
+                outcome.append(None)
+            except BaseException as error:
+                outcome.append(error)
+            finally:
+                done.set()
+
+        threading.Thread(target=resolve, name="replay-tap-connect", daemon=True).start()
+        while not done.wait(0.05):
+            if self._stop.is_set():
+                log.info("tap.stopped_during_startup", archive=self.config.archive_uri)
+                return False
+        if outcome[0] is not None:
+            raise outcome[0]
+        return not self._stop.is_set()
+
+    def _resolve_topics(self, subscriber: Any) -> None:
+        from google.api_core import exceptions, retry
+
+        timeout_secs = float(self.config.connect_timeout_secs)
+        unreachable = (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded)
+
+        failures = [0]
+
+        def on_error(error: BaseException) -> None:
+            # One warning reports that start-up is retrying. The final error names the endpoint.
+            failures[0] += 1
+            emit = log.warning if failures[0] == 1 else log.debug
+            emit("tap.connect_retry", endpoint=pubsub_endpoint(subscriber), attempt=failures[0],
+                 timeout_s=timeout_secs, error=_first_line(error))
+
+        policy = retry.Retry(predicate=retry.if_exception_type(*unreachable), initial=0.25,
+                             maximum=2.0, multiplier=2.0, timeout=timeout_secs, on_error=on_error)
+        for path, subscription in self._paths.items():
+            if self._stop.is_set():
+                return
+            try:
+                topic = subscriber.get_subscription(subscription=path, retry=policy,
+                                                    timeout=timeout_secs).topic
+            except (exceptions.RetryError, *unreachable) as error:
+                cause = getattr(error, "cause", None) or error
+                raise TapUnreachableError(
+                    f"Pub/Sub at {pubsub_endpoint(subscriber)} did not respond within {timeout_secs:g} s "
+                    f"(last error: {_first_line(cause)}); check that the service or emulator is running "
+                    "and PUBSUB_EMULATOR_HOST, or raise --connect-timeout-secs") from error
             except Exception as error:
+                # Reading the subscription may be forbidden where pulling is not.
                 log.warning("tap.topic_unknown", subscription=path, error=f"{type(error).__name__}: {error}")
                 topic = None
-            self._topics[path] = topic.rsplit("/", 1)[-1] if topic else None
+            if subscription.topic:
+                self._topics[path] = subscription.topic
+            else:
+                self._topics[path] = topic.rsplit("/", 1)[-1] if topic else None
 
     def _on_message(self, subscription: TapSubscription, topic: str | None, message: Any) -> None:
         # Runs on the subscriber's callback threads: hold the message, no I/O.
@@ -450,8 +562,14 @@ class Tap:
         data = bytes(message.data)
         attributes = dict(message.attributes)
         publish_time = datetime_to_micros(message.publish_time)
-        logical_date = self.config.date_rule.resolve(
-            publish_time=publish_time, attributes=attributes, data=data)
+        rule = self.config.date_rule
+        logical_date = rule.resolve(publish_time=publish_time, attributes=attributes, data=data)
+        if rule.attribute or rule.json_pointer:
+            fallback = find_bad_date_source(rule, attributes=attributes, data=data)
+            if fallback is not None:
+                self._bump("date_fallbacks")
+                self._date_fallbacks.report(fallback, logical_date, archive=self.config.archive_uri,
+                                            subscription=subscription.name, event_id=message.message_id)
         data, stored_attributes = self.config.redaction.apply(data, attributes)
         return RecordedEvent(
             event_id=message.message_id,

@@ -17,7 +17,8 @@ from recorder._import import (
     import_files,
 )
 from recorder._redaction import RedactionRules
-from recorder._tap import Tap, TapConfigError, tap_config_from_options
+from recorder._tap import Tap, TapConfigError, TapUnreachableError, tap_config_from_options
+from recorder._writer import CodecUnavailableError
 from replayer.cli import cli
 from replayer.errors import ConfigError, ReplayError
 from schemas import DateRule, Direction, EventValidationError, parse_date, parse_rfc3339_micros
@@ -49,6 +50,8 @@ def record() -> None:
 @click.option("--lease-extension-secs", type=int,
               help="Longest ack deadline extension, 10-600 s; a killed tap's messages are redelivered "
                    "this long after its last extension (default 10).")
+@click.option("--connect-timeout-secs", type=float,
+              help="Seconds to wait at start-up for Pub/Sub to respond before failing (default 30).")
 @click.option("--json", "json_output", is_flag=True, help="Print the final counters as JSON.")
 def tap_command(archive_uri, subscriptions, config_path, project, json_output, **options) -> int:
     """Archive every message of Pub/Sub subscriptions; acknowledge only what is written.
@@ -64,6 +67,8 @@ def tap_command(archive_uri, subscriptions, config_path, project, json_output, *
     previous = _install_stop_handlers(tap)
     try:
         stats = tap.run()
+    except TapUnreachableError as error:
+        raise ReplayError(f"the tap could not start: {error}", exit_code=1) from error
     except RuntimeError as error:
         raise ReplayError(f"the tap stopped: {error}", exit_code=1) from error
     finally:
@@ -132,7 +137,7 @@ def import_command(sources, archive_uri, source_format, phase, direction, proces
         result = import_files(list(sources), archive_uri=archive_uri, mapping=mapping, format=source_format,
                               data_encoding=data_encoding, default_publish_time=default_publish_time,
                               writer_id=writer_id, codec=codec)
-    except (ImportSourceError, EventValidationError) as error:
+    except (ImportSourceError, EventValidationError, CodecUnavailableError) as error:
         raise ConfigError(str(error)) from error
     if json_output:
         click.echo(json.dumps(dataclasses.asdict(result)))

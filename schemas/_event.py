@@ -19,6 +19,9 @@ SOURCES = ("sdk", "push", "tap", "import", "replay")
 PHASE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MICROSECOND = dt.timedelta(microseconds=1)
+# Value ranges of the Avro primitive types: int is 32-bit, long 64-bit, both signed.
+AVRO_INT_RANGE = (-(2**31), 2**31 - 1)
+AVRO_LONG_RANGE = (-(2**63), 2**63 - 1)
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
     r"([Zz]|[+-]\d{2}:\d{2})"
@@ -92,6 +95,14 @@ def parse_rfc3339_micros(text: str) -> int:
     return datetime_to_micros(aware) + micros
 
 
+def _check_range(name: str, value: int, bounds: tuple[int, int], avro_type: str) -> None:
+    low, high = bounds
+    if not low <= value <= high:
+        raise EventValidationError(
+            f"field {name!r} is {value!r}, outside the Avro {avro_type} range {low} to {high}"
+        )
+
+
 def _check_optional_str(name: str, value: Any) -> None:
     if value is not None and not isinstance(value, str):
         raise EventValidationError(f"field {name!r} must be a string or None, got {value!r}")
@@ -153,6 +164,7 @@ class RecordedEvent:
                 raise EventValidationError(
                     f"field {name!r} must be epoch microseconds (int) or an aware datetime, got {value!r}"
                 )
+            _check_range(name, getattr(self, name), AVRO_LONG_RANGE, "long")
         if self.record_time == 0:
             object.__setattr__(self, "record_time", now_micros())
         if isinstance(self.data, (bytearray, memoryview)):
@@ -179,6 +191,13 @@ class RecordedEvent:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise EventValidationError(f"field {name!r} must be an int or None, got {value!r}")
+        if self.delivery_attempt is not None:
+            _check_range("delivery_attempt", self.delivery_attempt, AVRO_INT_RANGE, "int")
+        if self.handling_micros is not None:
+            _check_range("handling_micros", self.handling_micros, AVRO_LONG_RANGE, "long")
+        if not isinstance(self.schema_version, int) or isinstance(self.schema_version, bool):
+            raise EventValidationError(f"field 'schema_version' must be an int, got {self.schema_version!r}")
+        _check_range("schema_version", self.schema_version, AVRO_INT_RANGE, "int")
 
     @property
     def publish_datetime(self) -> dt.datetime:

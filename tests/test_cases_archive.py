@@ -522,3 +522,86 @@ def test_validate_cli_strict_names_first_damaged_file(damaged_archive, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ")
     assert uris["b-cut-mid-block.avro"] in err
+
+
+# ------------------------------------------------------- validate: layout findings
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    from replayer.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    captured = capsys.readouterr()
+    return exited.value.code, captured.out, captured.err
+
+
+def _write_day(archive: Path, day: dt.date, phase: str = "phase2", count: int = 2) -> None:
+    with ArchiveWriter(str(archive), writer_id="layout", source="sdk") as writer:
+        for index in range(count):
+            writer.write(RecordedEvent(
+                event_id=f"{day.isoformat()}-{index}", logical_date=day, phase=phase,
+                direction=Direction.INPUT, processor="proc", publish_time=1_705_312_800_000_000,
+                data=b"{}", source="sdk"))
+
+
+def test_validate_reports_misplaced_records(tmp_path, capsys):
+    """Records whose logical date differs from their date= folder fail validation, named by partition."""
+    _write_day(tmp_path, dt.date(2024, 1, 15))
+    _write_day(tmp_path, dt.date(2024, 1, 16))
+    moved_from = tmp_path / "date=2024-01-16" / "phase=phase2"
+    moved_to = tmp_path / "date=2024-01-15" / "phase=phase2"
+    for path in moved_from.iterdir():
+        path.rename(moved_to / ("moved-" + path.name))
+    code, out, _ = run_cli(["validate", str(tmp_path), "--json"], capsys)
+    result = json.loads(out)
+    assert code == 1
+    assert result["ok"] is False
+    (entry,) = result["misplaced"]
+    assert entry["partition"] == "2024-01-15/phase2"
+    assert entry["records"] == 2
+    assert entry["logical_dates"] == ["2024-01-16"]
+    code, out, _ = run_cli(["validate", str(tmp_path)], capsys)
+    assert "MISPLACED 2 records in partition 2024-01-15/phase2" in out
+
+
+def test_validate_warns_about_skipped_folders(tmp_path, capsys):
+    """Folders the reader skips and phase folders with invalid names are listed as warnings."""
+    _write_day(tmp_path, dt.date(2024, 1, 15))
+    for folder in ("notadate", "date=2024-13-45/phase=phase2", "date=2024-01-15/garbage",
+                   "date=2024-01-15/phase=UPPER"):
+        (tmp_path / folder).mkdir(parents=True)
+    code, out, _ = run_cli(["validate", str(tmp_path), "--json"], capsys)
+    result = json.loads(out)
+    reasons = {Path(warning["uri"]).relative_to(tmp_path).as_posix(): warning["reason"]
+               for warning in result["folder_warnings"]}
+    assert code == 0
+    assert set(reasons) == {"notadate", "date=2024-13-45", "date=2024-01-15/garbage",
+                            "date=2024-01-15/phase=UPPER"}
+    assert "not a valid phase name" in reasons["date=2024-01-15/phase=UPPER"]
+    code, out, _ = run_cli(["validate", str(tmp_path)], capsys)
+    assert out.count("warning:") == 4
+
+
+def test_validate_suggests_import_for_foreign_avro(cases_dir, capsys):
+    """Files in the case-archive format are reported with the replay import command that converts them."""
+    archive = cases_dir / "05-schema-evolution-mixed-day" / "archive"
+    code, out, _ = run_cli(["validate", str(archive)], capsys)
+    assert code == 1
+    assert "replay import --format case-archive" in out
+    code, out, _ = run_cli(["validate", str(archive), "--json"], capsys)
+    assert set(json.loads(out)["import_suggestions"].values()) == {"case-archive"}
+
+
+def test_ls_and_show_note_no_match(tmp_path, capsys):
+    """ls and show print a note on standard error when the selection matches nothing."""
+    _write_day(tmp_path, dt.date(2024, 1, 15))
+    code, out, err = run_cli(["ls", str(tmp_path), "--date", "2030-01-01", "--json"], capsys)
+    assert code == 0
+    assert json.loads(out)["partitions"] == []
+    assert "no partitions" in err
+    code, out, err = run_cli(["show", str(tmp_path), "--date", "2024-01-15", "--processor", "other"], capsys)
+    assert code == 0
+    assert out == ""
+    assert "no events" in err
+    assert "processor other" in err

@@ -90,3 +90,24 @@ def test_avro_datum_round_trip():
 def test_direction_string_is_coerced():
     """A direction given as a string becomes the enum."""
     assert make_event(direction="OUTPUT").direction is Direction.OUTPUT
+
+
+@pytest.mark.parametrize("field, value, avro_type", [
+    ("delivery_attempt", 2**31, "int"),
+    ("delivery_attempt", -(2**31) - 1, "int"),
+    ("schema_version", 2**31, "int"),
+    ("handling_micros", 2**63, "long"),
+    ("publish_time", 2**63, "long"),
+    ("record_time", -(2**63) - 1, "long"),
+])
+def test_value_outside_avro_range_rejected(field, value, avro_type):
+    """An integer the Avro int or long type cannot hold is rejected when the event is built."""
+    with pytest.raises(EventValidationError, match=f"'{field}'.*Avro {avro_type} range"):
+        make_event(**{field: value})
+
+
+def test_avro_range_limits_accepted():
+    """The largest int and long values are still valid."""
+    event = make_event(delivery_attempt=2**31 - 1, handling_micros=2**63 - 1)
+    assert event.delivery_attempt == 2**31 - 1
+    assert event.handling_micros == 2**63 - 1

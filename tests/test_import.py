@@ -295,3 +295,52 @@ def test_cli_import_bad_phase_one_line(tmp_path, capsys):
     assert code == 2
     assert "'Phase 3'" in err
     assert "Traceback" not in err
+
+
+def test_jsonl_attempt_out_of_range_skipped(tmp_path):
+    """A delivery_attempt outside the Avro int range skips only that line, named with file and line."""
+    source = tmp_path / "messages.jsonl"
+    lines = [{"message_id": name, "publish_time": "2024-03-09T18:00:00Z", "data": {"n": 1}}
+             for name in ("a", "b", "c")]
+    lines[1]["delivery_attempt"] = 2**40
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = import_files([str(source)], archive_uri=str(tmp_path / "archive"), mapping=mapping(),
+                          format="jsonl", writer_id="imp")
+    assert result.imported == 2
+    assert [(bad.file, bad.record) for bad in result.bad] == [(str(source), 2)]
+    assert "delivery_attempt" in result.bad[0].reason
+    events, _ = read_archive(tmp_path / "archive")
+    assert sorted(event.event_id for event in events) == ["a", "c"]
+
+
+def test_jsonl_format_on_avro_file_reported_once(tmp_path):
+    """An Avro file imported as JSON lines is one bad record saying it is Avro, not one per line."""
+    source = write_avro(tmp_path / "in.avro", DATAFLOW_SCHEMA, dataflow_records(50))
+    result = import_files([str(source)], archive_uri=str(tmp_path / "archive"), mapping=mapping(),
+                          format="jsonl", writer_id="imp")
+    assert result.imported == 0
+    assert len(result.bad) == 1
+    assert "Avro" in result.bad[0].reason
+
+
+def test_jsonl_format_on_binary_file_reported_once(tmp_path):
+    """A binary file imported as JSON lines is one bad record saying it is binary."""
+    source = tmp_path / "blob.jsonl"
+    source.write_bytes(b"\xff\xfe\x00garbage\n" * 20)
+    result = import_files([str(source)], archive_uri=str(tmp_path / "archive"), mapping=mapping(),
+                          format="jsonl", writer_id="imp")
+    assert len(result.bad) == 1
+    assert "binary" in result.bad[0].reason
+
+
+def test_cli_import_unknown_codec_one_line(tmp_path, capsys):
+    """--codec lzma is one error line naming the value and the valid codecs, exit status 2."""
+    source = tmp_path / "m.jsonl"
+    source.write_text('{"message_id": "a", "publish_time": "2024-03-09T18:00:00Z", "data": "eA=="}\n')
+    code, _, err = run_cli(["import", str(source), "--archive", str(tmp_path / "archive"), "--format", "jsonl",
+                            "--phase", "phase2", "--direction", "INPUT", "--codec", "lzma"], capsys)
+    assert code == 2
+    assert "'lzma'" in err
+    assert "zstandard" in err
+    assert "unexpected" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -242,3 +242,104 @@ def test_stopped_gcs_archive_keeps_answering(tmp_path, monkeypatch, envelopes):
     assert stats.recorded == 0
     errors = [entry for entry in logs if entry["event"] == "recorder.archive_unreachable"]
     assert len(errors) == 1
+
+
+def push_body(message_id: str, *, message: dict | None = None, **envelope) -> dict:
+    """A valid push envelope whose message and envelope fields ``message`` and ``envelope`` replace."""
+    fields = {"data": base64.b64encode(b'{"x":1}').decode(), "attributes": {"a": "b"},
+              "messageId": message_id, "publishTime": "2024-01-15T10:00:00.000Z"}
+    fields.update(message or {})
+    return {"message": fields, "subscription": "projects/p/subscriptions/s", **envelope}
+
+
+def counting_app(received: list) -> Flask:
+    app = Flask("counting")
+
+    @app.post("/")
+    def handle():
+        received.append(request.get_data())
+        return "", 204
+
+    return app
+
+
+@pytest.mark.parametrize("attempt", [2**31, 2**40, 1e30])
+def test_push_attempt_out_of_range_invalid(tmp_path, attempt):
+    """A deliveryAttempt outside the Avro int range drops only that message; the others are recorded."""
+    recorder = make_recorder(tmp_path, flush_interval_secs=60)
+    app = record_push(counting_app([]), recorder, phase="phase2")
+    client = app.test_client()
+    assert client.post("/", json=push_body("good-1")).status_code == 204
+    assert client.post("/", json=push_body("poison", deliveryAttempt=attempt)).status_code == 204
+    assert client.post("/", json=push_body("good-2")).status_code == 204
+    stats = recorder.close(timeout_secs=10)
+    assert stats.invalid == 1
+    assert stats.recorded == 2
+    assert app.wsgi_app.invalid_messages == 1
+    assert sorted(event.event_id for event in read_events(tmp_path)) == ["good-1", "good-2"]
+
+
+def test_push_middleware_never_raises(tmp_path):
+    """A non-string subscription and JSON nested 100,000 deep reach the app unrecorded and counted."""
+    received: list = []
+    recorder = make_recorder(tmp_path)
+    app = record_push(counting_app(received), recorder, phase="phase2")
+    client = app.test_client()
+    deep = "[" * 100_000 + "]" * 100_000
+    bad_subscription = json.dumps(push_body("m-1", subscription=5))
+    assert client.post("/", data=bad_subscription, content_type="application/json").status_code == 204
+    assert client.post("/", data=deep, content_type="application/json").status_code == 204
+    stats = recorder.close(timeout_secs=5)
+    assert len(received) == 2
+    assert received[1] == deep.encode()
+    assert app.wsgi_app.invalid_messages == 1
+    assert app.wsgi_app.non_envelope_requests == 1
+    assert stats.invalid == 1
+    assert stats.recorded == 0
+
+
+@pytest.mark.parametrize("field, message, envelope", [
+    ("publishTime", {"publishTime": None}, {}),
+    ("publishTime", {"publishTime": "2024-01-15T10:00:00"}, {}),
+    ("publishTime", {"publishTime": "yesterday"}, {}),
+    ("attributes", {"attributes": ["a"]}, {}),
+    ("data", {"data": "----__4_"}, {}),
+    ("deliveryAttempt", {}, {"deliveryAttempt": "x"}),
+])
+def test_push_bad_field_counted_and_named(tmp_path, field, message, envelope):
+    """A push message with a bad field is counted invalid and logged once, naming the field, not the payload."""
+    recorder = make_recorder(tmp_path, error_log_interval_secs=30)
+    app = record_push(counting_app([]), recorder, phase="phase2")
+    client = app.test_client()
+    with structlog.testing.capture_logs() as logs:
+        for index in range(3):
+            body = push_body(f"m-{index}", message=message, **envelope)
+            assert client.post("/", json=body).status_code == 204
+    stats = recorder.close(timeout_secs=5)
+    assert stats.invalid == 3
+    assert app.wsgi_app.invalid_messages == 3
+    assert app.wsgi_app.non_envelope_requests == 0
+    warnings = [entry for entry in logs if entry["event"] == "push.invalid_message"]
+    assert len(warnings) == 1
+    assert warnings[0]["field"] == field
+    assert warnings[0]["message_id"] == "m-0"
+    assert "eyJ4IjoxfQ" not in repr(warnings[0])
+
+
+def test_push_view_bad_field_counted(tmp_path):
+    """The view decorator counts a message with a bad field and still calls the view."""
+    recorder = make_recorder(tmp_path)
+    app = Flask("view")
+    calls = []
+
+    @app.post("/")
+    @recorded_push_view(recorder, phase="phase2")
+    def handle():
+        calls.append(1)
+        return "", 204
+
+    client = app.test_client()
+    assert client.post("/", json=push_body("m-1", subscription=5)).status_code == 204
+    stats = recorder.close(timeout_secs=5)
+    assert calls == [1]
+    assert stats.invalid == 1

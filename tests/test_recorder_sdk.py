@@ -381,3 +381,59 @@ def test_files_rolled_inside_batch_counted(tmp_path):
     assert stats.files_written == 4
     assert stats.dropped == 0
     assert len(read_all(tmp_path)) == 10
+
+
+def test_out_of_range_event_dropped_alone(tmp_path):
+    """One event with a delivery attempt outside the Avro int range is counted invalid; its batch is written."""
+    recorder = make_recorder(tmp_path, flush_interval_secs=60)
+    for index in range(5):
+        with recorder.handling(message_id=f"good-{index}", data=b"{}", phase="phase2"):
+            pass
+    with recorder.handling(message_id="poison", data=b"{}", phase="phase2", delivery_attempt=2**31):
+        pass
+    stats = recorder.close(timeout_secs=10)
+    assert stats.invalid == 1
+    assert stats.dropped == 1
+    assert stats.recorded == 5
+    assert sorted(event.event_id for event in read_all(tmp_path)) == [f"good-{index}" for index in range(5)]
+
+
+def test_unknown_codec_rejected_at_construction(tmp_path):
+    """An unknown codec raises in the constructor, naming the value and the valid codecs."""
+    with pytest.raises(ValueError, match="'lzma'.*zstandard"):
+        make_recorder(tmp_path, codec="lzma")
+
+
+def test_bad_date_attribute_counted_and_logged(tmp_path):
+    """A date attribute that is not a date falls back to the publish date, counted and logged once."""
+    recorder = make_recorder(tmp_path, date_attribute="game_date", error_log_interval_secs=30)
+    publish_time = 1_733_270_400_000_000  # 2024-12-04T00:00:00Z
+    with structlog.testing.capture_logs() as logs:
+        for index in range(3):
+            with recorder.handling(message_id=f"m-{index}", data=b"x", phase="phase2",
+                                   attributes={"game_date": "2024-13-45"}, publish_time=publish_time):
+                pass
+        stats = recorder.close(timeout_secs=5)
+    assert stats.date_fallbacks == 3
+    assert stats.recorded == 3
+    fallbacks = [entry for entry in logs if entry["event"] == "recorder.date_fallback"]
+    assert len(fallbacks) == 1
+    assert fallbacks[0]["name"] == "game_date"
+    assert "2024-13-45" in fallbacks[0]["value"]
+    assert fallbacks[0]["date"] == "2024-12-04"
+    assert {event.logical_date.isoformat() for event in read_all(tmp_path)} == {"2024-12-04"}
+
+
+def test_bad_payload_date_counted(tmp_path):
+    """A payload date behind a JSON pointer that is not a date is counted as a fallback."""
+    recorder = make_recorder(tmp_path, date_pointer="/game_date")
+    with structlog.testing.capture_logs() as logs:
+        with recorder.handling(message_id="m-1", data=b'{"game_date": "soon"}', phase="phase2"):
+            pass
+        with recorder.handling(message_id="m-2", data=b'{"game_date": "2024-01-15"}', phase="phase2"):
+            pass
+        stats = recorder.close(timeout_secs=5)
+    assert stats.date_fallbacks == 1
+    (fallback,) = [entry for entry in logs if entry["event"] == "recorder.date_fallback"]
+    assert fallback["source"] == "pointer"
+    assert fallback["name"] == "/game_date"

@@ -301,3 +301,45 @@ def test_gcs_permission_error_not_retried(gcs_bucket, fault_proxy):
     assert uri in str(caught.value)
     assert "roles/storage.objectCreator" in str(caught.value)
     assert [status for method, status in proxy.requests if method == "POST"] == [403]
+
+
+def closed_loopback_port() -> int:
+    """Return a loopback port nothing listens on (bound once, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_gcs_unreachable_error_names_endpoint(monkeypatch):
+    """A refused connection is retried with a warning, then one error names the URI and STORAGE_EMULATOR_HOST."""
+    import structlog
+
+    port = closed_loopback_port()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    storage = GcsStorage(retry_timeout_secs=1)
+    with structlog.testing.capture_logs() as logs:
+        with pytest.raises(StorageError) as caught:
+            storage.list_dirs("gs://no-bucket/archive")
+    message = str(caught.value)
+    assert "gs://no-bucket/archive" in message
+    assert f"127.0.0.1:{port}" in message
+    assert "STORAGE_EMULATOR_HOST" in message
+    assert "RetryError" not in message
+    assert any(entry["event"] == "storage.retrying" for entry in logs)
+
+
+def test_cli_ls_unreachable_gcs_one_line(monkeypatch, capsys):
+    """replay ls on an unreachable gs:// archive ends with one error line naming the URI, exit status 2."""
+    from replayer.cli import main
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{closed_loopback_port()}")
+    with pytest.raises(SystemExit) as exited:
+        main(["ls", "gs://no-bucket/archive", "--retry-timeout-secs", "1"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert exited.value.code == 2
+    assert len(errors) == 1
+    assert "gs://no-bucket/archive" in errors[0]
+    assert "STORAGE_EMULATOR_HOST" in errors[0]

@@ -293,14 +293,16 @@ class _RecordingSubscriber:
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
+        self.subscribed = threading.Event()
 
-    def get_subscription(self, subscription: str):
+    def get_subscription(self, subscription: str, **options):
         return type("Subscription", (), {"topic": "projects/p/topics/scores"})()
 
     def subscribe(self, path, callback, flow_control):
         import concurrent.futures
 
         self.calls.append({"path": path, "flow_control": flow_control})
+        self.subscribed.set()
         return concurrent.futures.Future()
 
 
@@ -311,7 +313,7 @@ def test_lease_extension_caps_redelivery_delay(tmp_path):
                        max_outstanding_messages=40, flush_max_messages=10,
                        subscriptions=(TapSubscription(name="scores-tap", phase="phase3", direction="INPUT"),))
     tap = Tap(config, subscriber=subscriber)
-    threading.Timer(0.2, tap.stop).start()
+    threading.Thread(target=lambda: subscriber.subscribed.wait(30) and tap.stop(), daemon=True).start()
     stats = tap.run()
     (call,) = subscriber.calls
     assert call["path"] == "projects/p/subscriptions/scores-tap"
@@ -326,3 +328,159 @@ def test_lease_extension_out_of_range_rejected(tmp_path, value):
     with pytest.raises(TapConfigError, match="lease_extension_secs"):
         TapConfig(archive_uri=str(tmp_path), project="p", lease_extension_secs=value,
                   subscriptions=(TapSubscription(name="scores-tap", phase="phase3", direction="INPUT"),))
+
+
+def closed_loopback_port() -> int:
+    """Return a loopback port nothing listens on (bound once, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def one_subscription(**options) -> TapConfig:
+    return TapConfig(subscriptions=(TapSubscription(name="scores-tap", phase="phase3", direction="INPUT"),),
+                     project="p", **options)
+
+
+def test_unreachable_pubsub_fails_naming_endpoint(tmp_path, monkeypatch):
+    """Start-up against a closed port fails within connect_timeout_secs with the endpoint named."""
+    from recorder._tap import TapUnreachableError
+
+    port = closed_loopback_port()
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{port}")
+    tap = Tap(one_subscription(archive_uri=str(tmp_path), connect_timeout_secs=1))
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(tap.run())
+        except Exception as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    if thread.is_alive():
+        tap.stop()
+    assert not thread.is_alive(), "the tap kept waiting for an unreachable Pub/Sub"
+    assert isinstance(outcome[0], TapUnreachableError)
+    assert f"127.0.0.1:{port}" in str(outcome[0])
+    assert "PUBSUB_EMULATOR_HOST" in str(outcome[0])
+
+
+class _HangingSubscriber(_RecordingSubscriber):
+    """A SubscriberClient whose subscription lookup blocks until released, like an unreachable service."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def get_subscription(self, subscription: str, **options):
+        self.entered.set()
+        self.release.wait(120)
+        return super().get_subscription(subscription)
+
+
+def test_stop_during_startup_returns(tmp_path):
+    """stop() while start-up waits for Pub/Sub makes run() return without subscribing."""
+    subscriber = _HangingSubscriber()
+    tap = Tap(one_subscription(archive_uri=str(tmp_path)), subscriber=subscriber)
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(tap.run()), daemon=True)
+    thread.start()
+    assert subscriber.entered.wait(30)
+    tap.stop()
+    thread.join(30)
+    alive = thread.is_alive()
+    subscriber.release.set()
+    assert not alive, "run() kept waiting for the subscription lookup after stop()"
+    assert result[0].received == 0
+    assert subscriber.calls == []
+
+
+class _FakeMessage:
+    """The attributes of a pubsub_v1 subscriber Message the tap reads, with ack/nack recorded."""
+
+    def __init__(self, message_id: str, attributes: dict) -> None:
+        import datetime as dt
+
+        self.message_id = message_id
+        self.data = b'{"n": 1}'
+        self.attributes = attributes
+        self.publish_time = dt.datetime(2024, 12, 4, 12, 0, tzinfo=dt.timezone.utc)
+        self.ordering_key = ""
+        self.delivery_attempt = None
+        self.acked = False
+
+    def ack(self) -> None:
+        self.acked = True
+
+    def nack(self) -> None:
+        pass
+
+
+class _DeliveringSubscriber(_RecordingSubscriber):
+    """A SubscriberClient that delivers the given messages on subscribe()."""
+
+    def __init__(self, messages: list) -> None:
+        super().__init__()
+        self.messages = messages
+
+    def subscribe(self, path, callback, flow_control):
+        future = super().subscribe(path, callback, flow_control)
+        for message in self.messages:
+            callback(message)
+        return future
+
+
+def test_tap_bad_date_attribute_counted(tmp_path):
+    """A message whose date attribute is not a date is archived under its publish date and counted."""
+    import structlog
+
+    messages = [_FakeMessage("m-1", {"game_date": "2024-13-45"}), _FakeMessage("m-2", {"game_date": "2024-01-15"})]
+    config = one_subscription(archive_uri=str(tmp_path), date_rule=DateRule(attribute="game_date"))
+    subscriber = _DeliveringSubscriber(messages)
+    tap = Tap(config, subscriber=subscriber)
+    threading.Thread(target=lambda: subscriber.subscribed.wait(30) and tap.stop(), daemon=True).start()
+    with structlog.testing.capture_logs() as logs:
+        stats = tap.run()
+    assert stats.archived == 2
+    assert stats.date_fallbacks == 1
+    (fallback,) = [entry for entry in logs if entry["event"] == "tap.date_fallback"]
+    assert fallback["name"] == "game_date"
+    assert fallback["date"] == "2024-12-04"
+    dates = {event.event_id: event.logical_date.isoformat() for event in ArchiveReader(str(tmp_path)).read()}
+    assert dates == {"m-1": "2024-12-04", "m-2": "2024-01-15"}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("sub1:phase1:INPUT:bad proc", "processor 'bad proc'"),
+    ("sub1:phase1:INPUT:/x", "processor '/x'"),
+])
+def test_bad_processor_name_rejected(spec, message):
+    """A processor name that replay.toml would reject is rejected in the subscription spec."""
+    with pytest.raises(TapConfigError, match=message):
+        TapSubscription.parse(spec)
+
+
+def test_unknown_codec_rejected(tmp_path):
+    """An unknown codec is a config error naming the value, before anything is pulled."""
+    with pytest.raises(TapConfigError, match="'lzma'"):
+        one_subscription(archive_uri=str(tmp_path), codec="lzma")
+
+
+def test_cli_tap_unknown_codec_one_line(tmp_path, capsys):
+    """replay record tap --codec lzma is one error line and exit status 2."""
+    from replayer.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["record", "tap", "--archive", str(tmp_path), "--project", "p",
+              "--subscription", "sub1:phase1:INPUT", "--codec", "lzma"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert "'lzma'" in err
+    assert "unexpected" not in err
+    assert len(err.strip().splitlines()) == 1
