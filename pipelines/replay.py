@@ -2,12 +2,20 @@
 
 ``ReadArchive`` lists the partition files of the chosen dates and phases and
 reads each file in a DoFn through the project's storage layer and tolerant
-reader (Beam counters for files, records and damaged files).
-``KeyIntoLanes`` keys entry events by replay lane. ``ReplayLaneFn`` keeps
-the first delivery of each event, replays the lane through the sandbox,
-paced, and writes its outputs (an archive with ``source = replay``) and call
-records. ``WriteLaneSummaries`` collects the lane summaries into
+reader (Beam counters for files, records and damaged files). The replay
+reads them in batches of events. ``KeyIntoLanes`` keys entry events by
+replay lane, one encoded batch of deliveries per lane and batch. ``ReplayLaneFn``
+keeps the first delivery of each event, replays the lane through the
+sandbox, paced, and writes its outputs (an archive with ``source = replay``)
+and call records. ``WriteLaneSummaries`` collects the lane summaries into
 ``<out>/lanes.json`` for the launcher.
+
+Events travel in batches because Beam's work per element (and the lane
+shuffle's per-element encoding) cost more than reading an event: at speed
+max one element per event made the replay about 10x slower than reading
+the archive (benchmarks/replay_bench.py). The shuffle carries the batches
+already encoded (bytes): the in-process runner decodes and encodes again
+every element it groups, which for events cost as much as the replay.
 
 The in-process FnApiRunner is named explicitly for ``DirectRunner`` (or no
 runner), because Beam 2.77's DirectRunner otherwise first tries to download
@@ -16,12 +24,15 @@ the Prism runner.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import gc
 import json
+import operator
 import re
 import typing
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -31,13 +42,19 @@ from recorder._reader import DamagedFile, dedupe_key, event_from_datum, read_eve
 from recorder._storage import join_uri, open_storage
 from recorder._writer import ArchiveWriter
 from replayer.config import ReplayConfig, Selection
-from replayer.lane import EntryDelivery, LaneExecutor, route_entry_event
+from replayer.lane import EntryDelivery, EntryRouter, LaneExecutor
 from schemas import RecordedEvent
 
 METRICS_NAMESPACE = "replay"
 IN_PROCESS_RUNNERS = frozenset({"directrunner", "direct", "fnapirunner"})
 LANE_SUMMARIES_FILE = "lanes.json"
+#: Events per element from the archive read to the lanes: enough that Beam's
+#: work per element is negligible, few enough to bound an element's memory
+#: (about 2 MB of ~1 KB events).
+BATCH_EVENTS = 2_000
 _WRITER_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+#: One call record per line, keys sorted; one encoder for every line.
+_CALL_ENCODER = json.JSONEncoder(sort_keys=True)
 
 
 def writer_id_for(lane: str) -> str:
@@ -91,27 +108,63 @@ class _ReadArchiveFileFn(beam.DoFn):
             yield event
 
 
+class _ReadArchiveBatchesFn(_ReadArchiveFileFn):
+    """Reads one archive file like :class:`_ReadArchiveFileFn`, as lists of at most ``batch_events`` events."""
+
+    def __init__(self, archive_uri: str, *, strict: bool, batch_events: int) -> None:
+        super().__init__(archive_uri, strict=strict)
+        self.batch_events = batch_events
+
+    def process(self, uri: str) -> Iterable[EventBatch]:
+        self.files_read.inc()
+        batch: list[RecordedEvent] = []
+        for event in read_event_file(self.storage, uri, strict=self.strict, on_damage=self._on_damage):
+            batch.append(event)
+            if len(batch) >= self.batch_events:
+                self.records_read.inc(len(batch))
+                yield EventBatch(batch)
+                batch = []
+        if batch:
+            self.records_read.inc(len(batch))
+            yield EventBatch(batch)
+
+
 class ReadArchive(beam.PTransform):
     """Reads the recorded events of ``dates`` x ``phases`` from an archive (local or gs://).
 
     Files are listed inside the pipeline, so building the pipeline needs no
     access to the archive (a Dataflow job for a 30-day range is built offline).
+    With ``batch_events`` the elements are :class:`EventBatch` es of at most
+    that many events of one file, in file order, instead of single events.
     """
 
     def __init__(self, archive_uri: str, *, dates: Sequence[Any], phases: Sequence[str],
-                 strict: bool = False) -> None:
+                 strict: bool = False, batch_events: int | None = None) -> None:
         super().__init__()
+        if batch_events is not None and batch_events < 1:
+            raise ValueError(f"batch_events {batch_events!r} must be at least 1, or None for single events")
         self.archive_uri = archive_uri
         self.partitions = [(date.isoformat(), phase) for date in dates for phase in phases]
         self.strict = strict
+        self.batch_events = batch_events
 
     def expand(self, pbegin):
+        if self.batch_events is None:
+            read = _ReadArchiveFileFn(self.archive_uri, strict=self.strict)
+        else:
+            read = _ReadArchiveBatchesFn(self.archive_uri, strict=self.strict,
+                                         batch_events=self.batch_events).with_output_types(EventBatch)
+        partitions = self.partitions
         return (
             pbegin
-            | "Partitions" >> beam.Create(self.partitions)
+            # Impulse and FlatMap instead of Create: Create adds a reshuffle of its own
+            # (the files are spread below) and doubles the time to build and start
+            # the pipeline, which is most of a short replay.
+            | "Start" >> beam.Impulse()
+            | "Partitions" >> beam.FlatMap(lambda _: partitions)
             | "ListFiles" >> beam.ParDo(_ListPartitionFilesFn(self.archive_uri))
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFiles" >> beam.ParDo(_ReadArchiveFileFn(self.archive_uri, strict=self.strict))
+            | "ReadFiles" >> beam.ParDo(read)
         )
 
 
@@ -137,50 +190,114 @@ def first_deliveries(deliveries: Iterable[EntryDelivery]) -> tuple[list[EntryDel
     return list(first.values()), removed
 
 
-_EVENT_FIELDS = tuple(field.name for field in dataclasses.fields(RecordedEvent))
 _EPOCH = dt.date(1970, 1, 1)
+# Every event field but the two with their own encoding, in a fixed order.
+_PLAIN_FIELDS = tuple(field.name for field in dataclasses.fields(RecordedEvent)
+                      if field.name not in ("logical_date", "direction"))
+_plain_values = operator.itemgetter(*_PLAIN_FIELDS)
+#: Bytes per event besides its data, for size estimates.
+_EVENT_OVERHEAD_BYTES = 200
 
 
-class EntryDeliveryCoder(beam.coders.Coder):
-    """Encodes an :class:`EntryDelivery` as a tuple of primitives for the lane shuffle.
+def _event_row(event: RecordedEvent) -> tuple:
+    """Return an event as primitives: the date in days since 1970, the direction's symbol, the other fields.
 
-    Pickling the frozen dataclass was the largest cost of the replay at speed
-    max (about 17 us per event to encode alone, measured with
-    benchmarks/replay_bench.py); Beam's primitives coder handles the tuple
-    in compiled code. Dates travel as days since 1970 and directions as their
-    schema symbol, the archive's own encodings.
+    The date and direction use the archive's own encodings; the other fields
+    follow in the fixed order of ``_PLAIN_FIELDS``.
+    """
+    fields = event.__dict__
+    return (fields["logical_date"] - _EPOCH).days, fields["direction"].value, _plain_values(fields)
+
+
+def _event_from_row(row: tuple) -> RecordedEvent:
+    days, direction, values = row
+    datum = dict(zip(_PLAIN_FIELDS, values))
+    datum["logical_date"] = days
+    datum["direction"] = direction
+    return event_from_datum(datum)  # the datum's types are the archive reader's
+
+
+def _estimate_bytes(events: Iterable[RecordedEvent]) -> int:
+    return sum(len(event.data) + _EVENT_OVERHEAD_BYTES for event in events)
+
+
+class EventBatch:
+    """Events read from one archive file, in file order: the element from the read to the routing."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: list[RecordedEvent]) -> None:
+        self.events = events
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EventBatch) and self.events == other.events
+
+    def __repr__(self) -> str:
+        return f"EventBatch({len(self.events)} events)"
+
+
+class EventBatchCoder(beam.coders.Coder):
+    """Encodes an :class:`EventBatch` as one list of primitive tuples (Beam's primitives coder).
+
+    Encoding each event as its own element, or pickling the frozen
+    dataclasses, cost 5 to 17 us per event (benchmarks/replay_bench.py).
+    ``estimate_size`` does not encode: Beam calls it for every element it
+    samples for its size metrics, and encoding a batch for that took as
+    long as replaying it.
     """
 
     def __init__(self) -> None:
         self._primitives = beam.coders.FastPrimitivesCoder()
 
-    def encode(self, delivery: EntryDelivery) -> bytes:
-        fields = delivery.event.__dict__
-        values = [fields[name] for name in _EVENT_FIELDS]
-        values[_DATE_INDEX] = (fields["logical_date"] - _EPOCH).days
-        values[_DIRECTION_INDEX] = fields["direction"].value
-        values[_ATTRIBUTES_INDEX] = dict(fields["attributes"])
-        return self._primitives.encode((delivery.processor, tuple(values)))
+    def encode(self, batch: EventBatch) -> bytes:
+        return self._primitives.encode([_event_row(event) for event in batch.events])
 
-    def decode(self, encoded: bytes) -> EntryDelivery:
-        processor, values = self._primitives.decode(encoded)
-        return EntryDelivery(event_from_datum(dict(zip(_EVENT_FIELDS, values))), processor)
+    def decode(self, encoded: bytes) -> EventBatch:
+        return EventBatch([_event_from_row(row) for row in self._primitives.decode(encoded)])
+
+    def estimate_size(self, batch: EventBatch) -> int:
+        return _estimate_bytes(batch.events)
 
     def is_deterministic(self) -> bool:
         return False  # dict attributes: fine for values, never used as a key
 
     def to_type_hint(self):
-        return EntryDelivery
+        return EventBatch
 
 
-_DATE_INDEX = _EVENT_FIELDS.index("logical_date")
-_DIRECTION_INDEX = _EVENT_FIELDS.index("direction")
-_ATTRIBUTES_INDEX = _EVENT_FIELDS.index("attributes")
-beam.coders.registry.register_coder(EntryDelivery, EntryDeliveryCoder)
+beam.coders.registry.register_coder(EventBatch, EventBatchCoder)
+_PRIMITIVES = beam.coders.FastPrimitivesCoder()
+
+
+def encode_deliveries(deliveries: Sequence[EntryDelivery]) -> bytes:
+    """Entry deliveries as bytes for the lane shuffle (see :func:`decode_deliveries`)."""
+    return _PRIMITIVES.encode([(delivery.processor, _event_row(delivery.event)) for delivery in deliveries])
+
+
+def decode_deliveries(encoded: bytes) -> list[EntryDelivery]:
+    """Decode the output of :func:`encode_deliveries` into deliveries equal to the originals."""
+    return [EntryDelivery(_event_from_row(row), processor) for processor, row in _PRIMITIVES.decode(encoded)]
+
+
+def route_batch(batch: EventBatch, *, config: ReplayConfig, selection: Selection) -> list[tuple[str, bytes]]:
+    """Route a batch of events (see :class:`EntryRouter`); one ``(lane, encoded deliveries)`` per lane met."""
+    lanes: dict[str, list[EntryDelivery]] = {}
+    route = EntryRouter.for_replay(config, selection).route
+    for event in batch.events:
+        for lane, delivery in route(event):
+            deliveries = lanes.get(lane)
+            if deliveries is None:
+                lanes[lane] = deliveries = []
+            deliveries.append(delivery)
+    return [(lane, encode_deliveries(deliveries)) for lane, deliveries in lanes.items()]
 
 
 class KeyIntoLanes(beam.PTransform):
-    """Keys entry events by replay lane: a date in cascade mode, (date, processor) in isolated mode."""
+    """Keys batches of entry events by replay lane: a date in cascade mode, (date, processor) in isolated mode.
+
+    The input elements are :class:`EventBatch` es; the output is ``(lane, [encoded deliveries, ...])``
+    (see :func:`decode_deliveries`).
+    """
 
     def __init__(self, config: ReplayConfig, selection: Selection) -> None:
         super().__init__()
@@ -192,8 +309,8 @@ class KeyIntoLanes(beam.PTransform):
         return (
             events
             | "Route" >> beam.FlatMap(
-                lambda event: route_entry_event(event, config=config, selection=selection)
-            ).with_output_types(typing.Tuple[str, EntryDelivery])
+                lambda batch: route_batch(batch, config=config, selection=selection)
+            ).with_output_types(typing.Tuple[str, bytes])
             | "GroupLanes" >> beam.GroupByKey()
         )
 
@@ -218,9 +335,9 @@ class ReplayLaneFn(beam.DoFn):
         if executor is not None:
             executor.close()
 
-    def process(self, element: tuple[str, Iterable[EntryDelivery]]) -> Iterable[dict[str, Any]]:
-        lane, deliveries = element
-        deliveries = list(deliveries)
+    def process(self, element: tuple[str, Iterable[bytes]]) -> Iterable[dict[str, Any]]:
+        lane, batches = element
+        deliveries = [delivery for encoded in batches for delivery in decode_deliveries(encoded)]
         if not self.config.replay.resend_redeliveries:
             deliveries, removed = first_deliveries(deliveries)
             self.duplicates_removed.inc(removed)
@@ -233,7 +350,8 @@ class ReplayLaneFn(beam.DoFn):
                                source="replay") as writer:
                 for event in result.outputs:
                     writer.write(event)
-        lines = b"".join(json.dumps(call, sort_keys=True).encode("utf-8") + b"\n" for call in result.calls)
+        # ensure_ascii (the default) makes every line ASCII, so one encode covers them all.
+        lines = "".join([_CALL_ENCODER.encode(call) + "\n" for call in result.calls]).encode("ascii")
         self.storage.write_new(join_uri(self.out_dir, "calls", f"{lane}.jsonl"), lines)
         self.calls_counter.inc(len(result.calls))
         self.outputs_counter.inc(len(result.outputs))
@@ -250,7 +368,7 @@ class _WriteSummariesFn(beam.DoFn):
     def __init__(self, out_dir: str) -> None:
         self.out_dir = out_dir
 
-    def process(self, summaries: list[dict[str, Any]]) -> Iterable[str]:
+    def process(self, _: bytes, summaries: list[dict[str, Any]]) -> Iterable[str]:
         uri = join_uri(self.out_dir, LANE_SUMMARIES_FILE)
         ordered = sorted(summaries, key=lambda summary: summary["lane"])
         open_storage(self.out_dir).write_new(uri, json.dumps(ordered, sort_keys=True).encode("utf-8"))
@@ -258,7 +376,12 @@ class _WriteSummariesFn(beam.DoFn):
 
 
 class WriteLaneSummaries(beam.PTransform):
-    """Collects every lane summary into ``<out>/lanes.json``."""
+    """Collects every lane summary into ``<out>/lanes.json`` (``[]`` when there are no lanes).
+
+    One write runs on an impulse with the summaries as a list side input:
+    the same result as ``combiners.ToList``, whose default-value machinery
+    took about 70 ms to build and run, a tenth of a 20,000-event replay.
+    """
 
     def __init__(self, out_dir: str) -> None:
         super().__init__()
@@ -266,9 +389,9 @@ class WriteLaneSummaries(beam.PTransform):
 
     def expand(self, summaries):
         return (
-            summaries
-            | "CollectSummaries" >> beam.combiners.ToList()
-            | "WriteSummaries" >> beam.ParDo(_WriteSummariesFn(self.out_dir))
+            summaries.pipeline
+            | "Once" >> beam.Impulse()
+            | "WriteSummaries" >> beam.ParDo(_WriteSummariesFn(self.out_dir), beam.pvalue.AsList(summaries))
         )
 
 
@@ -286,7 +409,7 @@ def build_replay(pipeline: beam.Pipeline, *, config: ReplayConfig, selection: Se
         pipeline
         | "ReadArchive" >> ReadArchive(config.archive.uri, dates=selection.dates,
                                        phases=entry_phases_to_read(config, selection),
-                                       strict=config.replay.strict)
+                                       strict=config.replay.strict, batch_events=BATCH_EVENTS)
         | "KeyIntoLanes" >> KeyIntoLanes(worker_config, selection)
         | "ReplayLanes" >> beam.ParDo(ReplayLaneFn(worker_config, selection, out_dir))
         | "Summaries" >> WriteLaneSummaries(out_dir)
@@ -315,6 +438,31 @@ def make_options(beam_args: Sequence[str]) -> tuple[PipelineOptions, str, bool]:
     return options, runner, in_process
 
 
+@contextlib.contextmanager
+def _collector_ignores_existing_objects(enabled: bool) -> Iterator[None]:
+    """Keep the objects that exist before an in-process run out of the garbage collector's full passes.
+
+    A replay keeps every event of a lane alive until the lane ends, so the
+    collector runs full passes while it reads. Each pass walked every object
+    of the process (Beam's modules, the launcher's plan) and took 0.1-0.25 s.
+    Together they were up to a third of a 20,000-event replay at speed max
+    (benchmarks/replay_bench.py).
+
+    ``gc.freeze()`` sets the existing objects aside until ``gc.unfreeze()``;
+    they are still freed when unreferenced, and garbage cycles among them
+    are collected after the run. A process that froze objects itself (to
+    share memory with forked children) is left as it is.
+    """
+    if not enabled or gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def run_replay_pipeline(*, config: ReplayConfig, selection: Selection, out_dir: str,
                         beam_args: Sequence[str] = ()) -> PipelineOutcome:
     """Build and run the replay pipeline; wait for it when it runs in-process."""
@@ -326,8 +474,9 @@ def run_replay_pipeline(*, config: ReplayConfig, selection: Selection, out_dir: 
     else:
         pipeline = beam.Pipeline(options=options)
     build_replay(pipeline, config=config, selection=selection, out_dir=out_dir)
-    result = pipeline.run()
-    result.wait_until_finish()
+    with _collector_ignores_existing_objects(in_process):
+        result = pipeline.run()
+        result.wait_until_finish()
     counters: dict[str, int] = {}
     if in_process:
         from apache_beam.metrics.metric import MetricsFilter

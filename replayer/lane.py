@@ -99,19 +99,54 @@ def route_entry_event(event: RecordedEvent, *, config: ReplayConfig,
     phase's own orchestrator publishes) is left to the replayed publisher, so
     it is not delivered twice.
     """
-    if event.direction is not Direction.INPUT or event.logical_date not in selection.dates:
-        return []
-    if event.phase not in entry_phases(config, selection):
-        return []
-    if config.replay.mode == "cascade" and event.topic in selection.replayed_topics:
-        return []
-    if not selection.selects(attributes=event.attributes, data=event.data):
-        return []
-    return [
-        (lane_name(event.logical_date, processor.name, config.replay.mode), EntryDelivery(event, processor.name))
-        for processor in config.processors_of(event.phase)
-        if _receives_recorded(processor, event)
-    ]
+    return EntryRouter.for_replay(config, selection).route(event)
+
+
+class EntryRouter:
+    """Entry router: :func:`route_entry_event` with the configuration's lookups done once per replay.
+
+    Routing looked the entry phases, the processors of a phase and the lane
+    names up again for every event, which cost about as much as reading it.
+    """
+
+    _last: "EntryRouter | None" = None
+
+    def __init__(self, config: ReplayConfig, selection: Selection) -> None:
+        self.config = config
+        self.selection = selection
+        self._dates = frozenset(selection.dates)
+        phases = entry_phases(config, selection)
+        self._processors = {phase: config.processors_of(phase) for phase in phases}
+        self._skipped_topics = selection.replayed_topics if config.replay.mode == "cascade" else frozenset()
+        self._lanes: dict[tuple[dt.date, str], str] = {}
+
+    @classmethod
+    def for_replay(cls, config: ReplayConfig, selection: Selection) -> "EntryRouter":
+        """Return the router of ``config`` and ``selection``, reused while they stay the same objects."""
+        last = cls._last
+        if last is None or last.config is not config or last.selection is not selection:
+            last = cls._last = cls(config, selection)
+        return last
+
+    def route(self, event: RecordedEvent) -> list[tuple[str, EntryDelivery]]:
+        """See :func:`route_entry_event`."""
+        if event.direction is not Direction.INPUT or event.logical_date not in self._dates:
+            return []
+        processors = self._processors.get(event.phase)
+        if processors is None or event.topic in self._skipped_topics:
+            return []
+        if self.selection.where and not self.selection.selects(attributes=event.attributes, data=event.data):
+            return []
+        routed = []
+        for processor in processors:
+            if _receives_recorded(processor, event):
+                key = (event.logical_date, processor.name)
+                lane = self._lanes.get(key)
+                if lane is None:
+                    lane = self._lanes[key] = lane_name(event.logical_date, processor.name,
+                                                        self.config.replay.mode)
+                routed.append((lane, EntryDelivery(event, processor.name)))
+        return routed
 
 
 def replay_event_id(causation_id: str, processor: str, ordinal: int) -> str:
@@ -172,6 +207,7 @@ class _LaneRun:
     pacer: Pacer
     next_release: int = 0
     notified: int = 0
+    date_text: str = ""
     queue: collections.deque = dataclasses.field(default_factory=collections.deque)
     in_flight: tuple[_Pending, PublishCapture] | None = None
     state: dict[str, dict] = dataclasses.field(default_factory=lambda: collections.defaultdict(dict))
@@ -208,6 +244,8 @@ class LaneExecutor:
         self.selection = selection
         self.clock = clock or MonotonicClock()
         self._adapters: dict[str, Adapter] = dict(adapters or {})
+        self._by_name = {processor.name: processor for processor in reversed(config.processors)}
+        self._subscription_paths: dict[str, str] = {}
         self._subscribers: dict[str, list[ProcessorConfig]] = collections.defaultdict(list)
         for processor in config.processors:
             if processor.phase in selection.phases:
@@ -230,7 +268,8 @@ class LaneExecutor:
             if processor.phase in self.selection.phases:
                 self.adapter(processor)  # import targets now, so the first release is not late
         run = _LaneRun(lane=lane, logical_date=logical_date, releases=schedule.releases,
-                       pacer=Pacer(self.clock, paced=self.config.replay.speed is not None))
+                       pacer=Pacer(self.clock, paced=self.config.replay.speed is not None),
+                       date_text=logical_date.isoformat())
         log.info("replay.lane_started", lane=lane, date=logical_date.isoformat(),
                  records=len(schedule.releases), planned_duration_s=schedule.planned_duration_s)
         with Sandbox(self.config.sandbox) as sandbox:
@@ -270,7 +309,7 @@ class LaneExecutor:
             else:
                 if run.next_release > run.notified:
                     run.notified = run.next_release
-                    for listener in list(_progress_listeners):
+                    for listener in list(_progress_listeners) if _progress_listeners else ():
                         listener(run.lane, run.next_release, total)
                 if run.next_release >= total:
                     return
@@ -287,9 +326,11 @@ class LaneExecutor:
 
     def _entry_pending(self, delivery: EntryDelivery, offset: int, lateness: int) -> _Pending:
         event = delivery.event
-        processor = self.config.processor(delivery.processor)
-        subscription = subscription_path(self.config.replay.project,
-                                         event.subscription or processor.subscription_name)
+        processor = self._by_name.get(delivery.processor) or self.config.processor(delivery.processor)
+        name = event.subscription or processor.subscription_name
+        subscription = self._subscription_paths.get(name)
+        if subscription is None:
+            subscription = self._subscription_paths[name] = subscription_path(self.config.replay.project, name)
         message = Message(message_id=event.event_id, data=event.data, attributes=dict(event.attributes),
                           publish_time=event.publish_time, ordering_key=event.ordering_key,
                           topic=event.topic, subscription=subscription,
@@ -352,7 +393,7 @@ class LaneExecutor:
             for published in list(capture.published)
         ]
         run.calls.append({
-            "lane": run.lane, "logical_date": run.logical_date.isoformat(), "phase": processor.phase,
+            "lane": run.lane, "logical_date": run.date_text, "phase": processor.phase,
             "processor": processor.name, "input_event_id": pending.message.message_id,
             "input_topic": pending.message.topic, "recorded_input": pending.recorded, "outcome": outcome,
             "category": category,

@@ -11,6 +11,15 @@ After ``timeout_s`` the sandbox stops waiting for a call and the replay goes
 on. A lane replays under :meth:`Sandbox.supervise`, where calls run inline
 in a runner thread that is abandoned on a timeout; a lone :meth:`Sandbox.call`
 runs in a worker thread instead.
+
+Under :meth:`Sandbox.supervise` the environment is set once for the lane,
+checked (and set again if a processor changed it) before every call, and
+restored when the last supervised lane of the process ends; with clock
+``recorded``, ``TZ=UTC`` is part of that environment and each call moves one
+reused ``time_machine`` travel to its publish time. Setting and restoring
+both for every call cost about 15 us a call, more than the rest of the
+sandbox (benchmarks/replay_bench.py). Between the calls of a lane the
+process keeps the sandbox environment but the real clock.
 """
 
 from __future__ import annotations
@@ -372,6 +381,89 @@ def _recorded_clock(publish_time_micros: int | None) -> Iterator[None]:
         _stop_travel(traveller)
 
 
+class _CallClock:
+    """One ``time_machine`` travel reused for every call of a lane (clock ``recorded``).
+
+    A new travel per call parses a datetime and sets ``TZ`` and calls
+    ``tzset()`` twice. Here the lane environment contains ``TZ=UTC`` and each
+    call only sets the travel's destination (an integer of nanoseconds) and
+    starts it, which ticks on from the exact publish time like a new travel.
+    """
+
+    def __init__(self) -> None:
+        try:
+            import time_machine
+        except ImportError as error:
+            from replayer.errors import MissingExtraError
+
+            raise MissingExtraError("time-machine", "replay") from error
+        self._travel = time_machine.travel(0, tick=True)
+        # NOTE: destination_timestamp_ns and destination_tzname are attributes of
+        # time_machine.travel in 3.6, not documented API. A version without them
+        # falls back to a new travel per call.
+        self._reusable = (getattr(self._travel, "destination_timestamp_ns", None) == 0
+                          and hasattr(self._travel, "destination_tzname"))
+        if self._reusable:
+            self._travel.destination_tzname = None
+
+    def start(self, publish_time_micros: int) -> Any:
+        """Make "now" ``publish_time_micros``; return what :meth:`stop` needs."""
+        if not self._reusable:
+            return _start_travel(publish_time_micros)
+        self._travel.destination_timestamp_ns = publish_time_micros * 1000
+        self._travel.start()
+        return self._travel
+
+    @staticmethod
+    def stop(traveller: Any) -> None:
+        _stop_travel(traveller)
+
+
+_LANE_LOCK = threading.Lock()
+#: Supervised lanes in progress; the lane environment is restored when the last one ends.
+_lane_users = 0
+#: Each variable's value before the first supervised lane set it (None: it was unset).
+_lane_saved: dict[str, str | None] = {}
+
+
+def _enter_lane_environment() -> None:
+    global _lane_users
+    with _LANE_LOCK:
+        _lane_users += 1
+
+
+def _ensure_lane_environment(values: Mapping[str, str]) -> None:
+    """Give the variables their sandbox values before a call (the caller has acquired ``_CALL_LOCK``).
+
+    Only variables whose value differs are set, so a lane pays one lookup
+    per variable and call, and a variable a processor changed is reset
+    before the next call, as when every call set and restored them.
+    """
+    environ = os.environ
+    for name, value in values.items():
+        if name not in _lane_saved:
+            _lane_saved[name] = environ.get(name)
+        if environ.get(name) != value:
+            environ[name] = value
+            if name == "TZ":
+                time.tzset()
+
+
+def _leave_lane_environment() -> None:
+    # Not under _CALL_LOCK, which a call of another lane may hold for long: with
+    # no supervised lane left, nothing else reads or changes _lane_saved.
+    global _lane_users
+    with _LANE_LOCK:
+        _lane_users -= 1
+        if _lane_users:
+            return
+        reset_zone = "TZ" in _lane_saved
+        _restore_environment(_lane_saved)
+        _lane_saved.clear()
+        if reset_zone:
+            time.tzset()
+
+
 class _Abandoned(BaseException):
     """Unwinds a runner thread whose call timed out: the supervisor has moved on without it."""
 
@@ -384,7 +476,6 @@ class _InlineCall:
     deadline: float
     timeout_s: float
     capture: PublishCapture
-    saved_environment: dict[str, str | None]
     traveller: Any
     abandoned: bool = False
 
@@ -408,6 +499,12 @@ class Sandbox:
         self._inline: _InlineCall | None = None
         self.abandoned_workers = 0
         self.last_timeout: CallResult | None = None
+        self._lane_values: dict[str, str] = dict(self._environment_values())
+        self._clock: _CallClock | None = None
+        if settings.clock == "recorded":
+            # The travel moves "now", and TZ=UTC makes local time read as UTC, as
+            # time_machine does for a UTC destination.
+            self._lane_values["TZ"] = "UTC"
 
     def __enter__(self) -> "Sandbox":
         self._guard = publish_guard()
@@ -456,6 +553,15 @@ class Sandbox:
         again in a new runner: it must resume where it stopped and take that
         result for the call it had in flight.
         """
+        if self.settings.clock == "recorded" and self._clock is None:
+            self._clock = _CallClock()
+        _enter_lane_environment()
+        try:
+            self._supervise(body, poll_s)
+        finally:
+            _leave_lane_environment()
+
+    def _supervise(self, body: Callable[[], None], poll_s: float) -> None:
         while True:
             finished = threading.Lock()
             finished.acquire()
@@ -502,8 +608,7 @@ class Sandbox:
         _abandoned_threads.add(inline.thread)
         _active_capture = None
         inline.capture.closed = True
-        _stop_travel(inline.traveller)
-        _restore_environment(inline.saved_environment)
+        _CallClock.stop(inline.traveller)
         self._inline = None
         self.abandoned_workers += 1
         self.last_timeout = CallResult(timed_out=True, handling_micros=round(inline.timeout_s * 1e6))
@@ -513,17 +618,16 @@ class Sandbox:
                      travel_to: int | None) -> CallResult:
         global _active_capture
         _CALL_LOCK.acquire()
-        saved = _apply_environment(self._environment_values())
         try:
-            traveller = _start_travel(travel_to)
+            _ensure_lane_environment(self._lane_values)
+            traveller = None if travel_to is None else self._clock.start(travel_to)
         except BaseException:
-            _restore_environment(saved)
             _CALL_LOCK.release()
             raise
         # NOTE: Python cannot stop a thread; a timed-out call keeps running in its
         # abandoned runner, and any publish it makes later is dropped.
         inline = _InlineCall(thread=threading.current_thread(), deadline=time.monotonic() + timeout_s,
-                             timeout_s=timeout_s, capture=capture, saved_environment=saved, traveller=traveller)
+                             timeout_s=timeout_s, capture=capture, traveller=traveller)
         with self._state_lock:
             self._inline = inline
         _active_capture = capture
@@ -541,8 +645,7 @@ class Sandbox:
             self._inline = None
             _active_capture = None
             capture.closed = True
-            _stop_travel(traveller)
-            _restore_environment(saved)
+            _CallClock.stop(traveller)
             _CALL_LOCK.release()
         return CallResult(value=value, error=error, handling_micros=(end_ns - capture.started_ns) // 1000)
 
