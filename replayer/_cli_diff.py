@@ -19,13 +19,9 @@ import click
 from recorder._reader import ArchiveReader
 from recorder._storage import StorageError
 from replayer.cli import cli
-from replayer.errors import ConfigError, ReplayError
+from replayer.config import ReplayConfig, check_output_location, load_diff_config
+from replayer.errors import ReplayError
 from schemas import Direction, RecordedEvent
-
-try:
-    import tomllib
-except ImportError:  # Python 3.10: the same parser, packaged as tomli
-    import tomli as tomllib
 
 
 def _parse_day(option: str, value: str | None) -> dt.date | None:
@@ -49,29 +45,52 @@ def _date_range(date: str | None, start: str | None, end: str | None) -> tuple[d
     return start_day, end_day
 
 
-def _load_tables(path: str | None) -> dict[str, Any]:
-    """Read only what a diff needs from replay.toml: phases, [diff] and [thresholds]."""
-    if path is None:
-        return {}
+def _open(uri: str, strict: bool) -> ArchiveReader:
     try:
-        with open(path, "rb") as handle:
-            document = tomllib.load(handle)
-    except FileNotFoundError as error:
-        raise ConfigError(f"--config {path!r} was not found; pass the path of a replay.toml") from error
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: invalid TOML: {error}") from error
-    return {"file": path, "phases": document.get("phases"), "diff": document.get("diff"),
-            "thresholds": document.get("thresholds")}
-
-
-def _read(uri: str, start: dt.date | None, end: dt.date | None,
-          phases: list[str] | None) -> tuple[list[RecordedEvent], ArchiveReader]:
-    try:
-        reader = ArchiveReader(uri)
-        events = list(reader.read(start_date=start, end_date=end, phases=phases))
+        return ArchiveReader(uri, strict=strict)
     except StorageError as error:
         raise ReplayError(str(error)) from error
-    return events, reader
+
+
+def _read(reader: ArchiveReader, start: dt.date | None, end: dt.date | None,
+          phases: list[str] | None) -> list[RecordedEvent]:
+    try:
+        return list(reader.read(start_date=start, end_date=end, phases=phases))
+    except StorageError as error:
+        raise ReplayError(str(error)) from error
+
+
+def _describe_selection(start: dt.date | None, end: dt.date | None, phases: list[str] | None) -> str:
+    parts = []
+    if start is not None and start == end:
+        parts.append(f"--date {start.isoformat()}")
+    else:
+        if start is not None:
+            parts.append(f"--start-date {start.isoformat()}")
+        if end is not None:
+            parts.append(f"--end-date {end.isoformat()}")
+    parts.extend(f"--phase {phase}" for phase in phases or ())
+    return " ".join(parts) or "the selection"
+
+
+def _check_selection(readers: dict[str, ArchiveReader], start: dt.date | None, end: dt.date | None,
+                     phases: list[str] | None) -> None:
+    """Reject a selection that matches no partition in either archive, so a diff never passes on nothing."""
+    available: dict[str, list] = {}
+    for role, reader in readers.items():
+        try:
+            if reader.list_partitions(start_date=start, end_date=end, phases=phases):
+                return
+            available[role] = reader.list_partitions()
+        except StorageError as error:
+            raise ReplayError(str(error)) from error
+    found = "; ".join(
+        f"{role} {reader.archive_uri!r} has "
+        + (f"dates {', '.join(sorted({p.date.isoformat() for p in available[role]}))} and phases "
+           f"{', '.join(sorted({p.phase for p in available[role]}))}" if available[role] else "no partitions")
+        for role, reader in readers.items())
+    raise ReplayError(f"no partition matches {_describe_selection(start, end, phases)} in A or B, so there is "
+                      f"nothing to compare: {found}; choose dates and phases that were recorded")
 
 
 def _handling_records(events: Iterable[RecordedEvent]) -> list[dict[str, Any]]:
@@ -111,28 +130,41 @@ def _read_meta(baseline: ArchiveReader, candidate: ArchiveReader) -> dict[str, A
               help="Folder for report.json, diffs.jsonl and report.html (none written without it).")
 @click.option("--junit-xml", "junit_xml", type=click.Path(dir_okay=False), help="Write JUnit XML to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to standard output instead of tables.")
+@click.option("--strict", is_flag=True,
+              help="Stop at a damaged archive file instead of skipping it and counting it.")
 def diff_command(baseline: str, candidate: str, config_path: str | None, date: str | None,
                  start_date: str | None, end_date: str | None, phases: tuple[str, ...], match: str | None,
-                 output: str | None, junit_xml: str | None, as_json: bool) -> int:
+                 output: str | None, junit_xml: str | None, as_json: bool, strict: bool) -> int:
     """Compare the outputs of archive B (candidate) against archive A (baseline)."""
     import dataclasses
 
-    from replayer.diff import build_report, parse_diff_rules, parse_thresholds, print_summary
+    from replayer.diff import DiffRules, Thresholds, build_report, print_summary
     from replayer.diff.junit import write_junit
     from replayer.diff.report_json import report_to_dict
 
-    tables = _load_tables(config_path)
-    rules = parse_diff_rules(tables.get("diff"), file=config_path)
+    config: ReplayConfig | None = load_diff_config(config_path) if config_path is not None else None
+    rules = config.diff if config is not None and config.diff is not None else DiffRules()
     if match is not None:
         rules = dataclasses.replace(rules, match=match, _compiled={})
-    thresholds = parse_thresholds(tables.get("thresholds"), file=config_path)
+    thresholds = config.thresholds if config is not None and config.thresholds is not None else Thresholds()
+    configured_phases = list(config.phases) if config is not None else []
+    unknown = [phase for phase in phases if configured_phases and phase not in configured_phases]
+    if unknown:
+        raise ReplayError(f"--phase {unknown[0]!r} is not a phase of {config_path}; its phases are "
+                          f"{', '.join(configured_phases)}")
     start, end = _date_range(date, start_date, end_date)
     selected = list(phases) or None
+    if output is not None:
+        # Checked before reading, so a bad folder fails in a second instead of after the whole diff.
+        check_output_location(output, {"archive A": baseline, "archive B": candidate},
+                              reject_archive_inside=False)
 
-    baseline_events, baseline_reader = _read(baseline, start, end, selected)
-    candidate_events, candidate_reader = _read(candidate, start, end, selected)
+    baseline_reader, candidate_reader = _open(baseline, strict), _open(candidate, strict)
+    _check_selection({"A": baseline_reader, "B": candidate_reader}, start, end, selected)
+    baseline_events = _read(baseline_reader, start, end, selected)
+    candidate_events = _read(candidate_reader, start, end, selected)
     seen_phases = sorted({event.phase for event in baseline_events + candidate_events})
-    order = list(phases) or [phase for phase in (tables.get("phases") or []) if phase in seen_phases]
+    order = list(phases) or [phase for phase in configured_phases if phase in seen_phases]
     order += [phase for phase in seen_phases if phase not in order]
     dates = sorted({event.logical_date.isoformat() for event in baseline_events + candidate_events})
     run_meta = {

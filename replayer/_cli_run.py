@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from replayer.cli import cli
-from replayer.errors import ConfigError
 
 
 def _progress(json_output: bool):
@@ -88,13 +87,9 @@ def run_command(config_path: str, json_output: bool, dry_run: bool, beam_args: t
             for line in plan_lines(plan):
                 click.echo(line)
 
-    try:
-        import pathlib
+    from replayer.config import read_config_text
 
-        if not pathlib.Path(config_path).is_file():
-            raise ConfigError(f"replay configuration {config_path!r} not found; pass --config PATH")
-    except OSError as error:
-        raise ConfigError(f"cannot read {config_path!r}: {error}") from error
+    read_config_text(config_path)  # a missing file, a folder or non-UTF-8 text fails here, in one line
 
     if dry_run:
         result = run_replay(config_path, dry_run=True, beam_args=list(beam_args), **overrides)

@@ -15,6 +15,7 @@ import datetime as dt
 import importlib
 import importlib.util
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -45,6 +46,16 @@ _PROCESSOR_KEYS = frozenset({
     "subscription", "path",
 })
 _FILTER_KEYS = frozenset({"attribute", "pointer", "equals"})
+# Processor keys that only some adapters read; set on another adapter they
+# would be silently ignored, so they are rejected.
+_ADAPTER_KEYS = {
+    "target": ("callable", "wsgi"),
+    "url": ("http",),
+    "auth_header": ("http",),
+    "id_token_audience": ("http",),
+    "receives": ("callable",),
+    "path": ("wsgi",),
+}
 
 
 # --------------------------------------------------------------------------- data model
@@ -259,6 +270,40 @@ class _Locator:
                 return number + 1
         return start + 1 if table is not None else None
 
+    def line_of_dotted(self, dotted: str) -> int | None:
+        """Return the line of a dotted key (``thresholds.latency.phase9.warn_s``), or of its nearest table.
+
+        Table headers are compared without quotes and spaces, so
+        ``[diff.topics."scores"]`` is found as ``diff.topics.scores``.
+        """
+        parts = dotted.split(".")
+        headers: dict[str, int] = {}
+        for number, line in enumerate(self.lines):
+            found = re.match(r"^\s*\[\[?([^\]]+)\]\]?\s*(#.*)?$", line)
+            if found:
+                headers.setdefault(re.sub(r"[\s\"']", "", found.group(1)), number)
+        if dotted in headers:
+            return headers[dotted] + 1
+        for split in range(len(parts) - 1, -1, -1):
+            table, key = ".".join(parts[:split]), parts[split]
+            if split and table not in headers:
+                continue
+            line = self.line_of(key, table=table or None)
+            if line is not None:
+                return line
+            if split:
+                return headers[table] + 1
+        return None
+
+    def with_line(self, error: ConfigError) -> ConfigError:
+        """Return ``error`` with ``file:line`` in place of its leading ``file:``, when its key can be found."""
+        message = str(error)
+        prefix = f"{self.file}: "
+        line = self.line_of_dotted(error.key) if error.key else None
+        if line is None or not message.startswith(prefix):
+            return error
+        return ConfigError(f"{self.file}:{line}: {message[len(prefix):]}", key=error.key)
+
     def error(self, key: str, value: Any, problem: str, *, table: str | None = None,
               index: int = 0, dotted: str | None = None) -> ConfigError:
         line = self.line_of(key.split(".")[-1], table=table, index=index)
@@ -276,18 +321,46 @@ def load_config(path: str | Path, *, import_targets: bool = True) -> ReplayConfi
     fails before the run starts instead of in the middle of it.
     """
     file = str(path)
+    return parse_config(read_config_text(file), file=file, import_targets=import_targets)
+
+
+def read_config_text(file: str) -> str:
+    """Return the text of the configuration file ``file``; ConfigError when it is missing, a folder or not UTF-8."""
+    path = Path(file)
+    if path.is_dir():
+        raise ConfigError(f"replay configuration {file!r} is a folder, not a file; pass the replay.toml "
+                          f"inside it, e.g. --config {path / 'replay.toml'}")
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{file}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
+            "TOML files must be UTF-8, so save the file as UTF-8"
+        ) from error
+    except FileNotFoundError as error:
+        raise ConfigError(f"replay configuration {file!r} not found; pass an existing file with --config") from error
     except OSError as error:
         raise ConfigError(
             f"cannot read replay configuration {file!r}: {error.strerror}; "
             "pass an existing file with --config"
         ) from error
-    return parse_config(text, file=file, import_targets=import_targets)
 
 
-def parse_config(text: str, *, file: str = "<replay.toml>", import_targets: bool = True) -> ReplayConfig:
-    """Parse the text of a ``replay.toml``; see :func:`load_config`."""
+def load_diff_config(path: str | Path) -> ReplayConfig:
+    """Read and validate a ``replay.toml`` for ``replay diff``.
+
+    The whole file is checked as :func:`load_config` checks it. Only
+    ``phases`` and ``[[processors]]`` are optional, because a diff needs just
+    ``[diff]``, ``[thresholds]`` and, when given, the phase order. Targets are
+    not imported.
+    """
+    file = str(path)
+    return parse_config(read_config_text(file), file=file, import_targets=False, for_diff=True)
+
+
+def parse_config(text: str, *, file: str = "<replay.toml>", import_targets: bool = True,
+                 for_diff: bool = False) -> ReplayConfig:
+    """Parse the text of a ``replay.toml``; see :func:`load_config` and :func:`load_diff_config`."""
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -295,25 +368,33 @@ def parse_config(text: str, *, file: str = "<replay.toml>", import_targets: bool
     where = _Locator(file, text)
     _reject_unknown(where, table, _TOP_KEYS, table_name=None)
 
-    phases = _parse_phases(where, table.get("phases", MISSING))
+    optional = for_diff and "phases" not in table
+    phases = () if optional else _parse_phases(where, table.get("phases", MISSING))
     archive = _parse_archive(where, table.get("archive", {}))
     replay = _parse_replay(where, table.get("replay", {}))
     sandbox = _parse_sandbox(where, table.get("sandbox", {}))
     raw_processors = table.get("processors", [])
-    if not isinstance(raw_processors, list) or not raw_processors:
+    if not isinstance(raw_processors, list) or not (raw_processors or for_diff):
         raise where.error("processors", raw_processors,
                           "must be one or more [[processors]] tables, each with name, phase, "
                           "adapter, target and subscribes")
+    if raw_processors and optional:
+        raise ConfigError(f"{file}: key 'phases' is missing; [[processors]] need the phases in order, "
+                          'e.g. phases = ["phase2", "phase3"]')
     processors = tuple(
         _parse_processor(where, index, entry, phases) for index, entry in enumerate(raw_processors)
     )
     _reject_duplicate_names(where, processors)
     terminal_topics = _parse_terminal_topics(where, table.get("terminal_topics", []), processors)
+    known_phases = None if optional else phases
+    try:
+        diff = _parse_diff_table(table.get("diff"), file, "parse_diff_rules")
+        thresholds = _parse_diff_table(table.get("thresholds"), file, "parse_thresholds", phases=known_phases)
+    except ConfigError as error:
+        raise where.with_line(error) from error
     config = ReplayConfig(
         phases=phases, archive=archive, replay=replay, sandbox=sandbox, processors=processors,
-        diff=_parse_diff_table(table.get("diff"), file, "parse_diff_rules"),
-        thresholds=_parse_diff_table(table.get("thresholds"), file, "parse_thresholds"),
-        file=file, terminal_topics=terminal_topics,
+        diff=diff, thresholds=thresholds, file=file, terminal_topics=terminal_topics,
     )
     if import_targets:
         for index, processor in enumerate(processors):
@@ -393,17 +474,35 @@ def _parse_archive(where: _Locator, table: Any) -> ArchiveSettings:
     return settings
 
 
+# Below MIN_SPEED the release offsets (recorded offset / speed) outgrow any
+# wait the clock can make, and become infinite for tiny values. At MAX_SPEED
+# a recorded second already takes one microsecond, so faster is "max".
+MIN_SPEED = 0.001
+MAX_SPEED = 1_000_000.0
+
+
 def parse_speed(value: Any, *, source: str = "speed") -> float | None:
-    """Parse ``max`` (None) or a positive multiplier; ValueError names what is wrong."""
+    """Parse ``max`` (None) or a multiplier from MIN_SPEED to MAX_SPEED; ValueError names what is wrong."""
     if isinstance(value, str) and value.strip().lower() == "max":
         return None
+    if isinstance(value, bool):
+        raise ValueError(f"{source} {value!r} is not a number or 'max'")
     try:
         number = float(value.rstrip("xX")) if isinstance(value, str) else float(value)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{source} {value!r} is not a number or 'max'") from error
-    if isinstance(value, bool) or not number > 0 or number == float("inf"):
-        raise ValueError(f"{source} {value!r} must be a positive number (e.g. 1, 10, 0.5) or 'max'")
+    if not MIN_SPEED <= number <= MAX_SPEED:  # also false for NaN
+        raise ValueError(f"{source} {value!r} must be a number from {MIN_SPEED:g} to {MAX_SPEED:g} "
+                         "(e.g. 1, 10, 0.5), or 'max' for as fast as possible")
     return number
+
+
+def parse_max_gap(value: Any, *, source: str) -> float:
+    """Parse a cap on idle gaps in seconds: a finite number >= 0; ValueError names what is wrong."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{source} = {value!r} must be a finite number of seconds >= 0; "
+                         "leave it out to keep every gap")
+    return float(value)
 
 
 def _parse_replay(where: _Locator, table: Any) -> ReplaySettings:
@@ -422,9 +521,9 @@ def _parse_replay(where: _Locator, table: Any) -> ReplaySettings:
                           dotted="replay.speed") from error
     max_gap_s = table.get("max_gap_s")
     if max_gap_s is not None and (isinstance(max_gap_s, bool) or not isinstance(max_gap_s, (int, float))
-                                  or max_gap_s < 0):
-        raise where.error("max_gap_s", max_gap_s, "must be a number of seconds >= 0",
-                          table="replay", dotted="replay.max_gap_s")
+                                  or not math.isfinite(max_gap_s) or max_gap_s < 0):
+        raise where.error("max_gap_s", max_gap_s, "must be a finite number of seconds >= 0; leave it out "
+                          "to keep every gap", table="replay", dotted="replay.max_gap_s")
     for key, kind in (("project", str), ("output", str), ("resend_redeliveries", bool), ("strict", bool)):
         if key in table and not isinstance(table[key], kind):
             raise where.error(key, table[key], f"must be a {kind.__name__}", table="replay",
@@ -466,7 +565,9 @@ def parse_value_match(value: Any) -> ValueMatch:
     if "equals" not in value:
         raise ValueError("needs 'equals'")
     if "pointer" in value:
-        split_pointer(value["pointer"])
+        problem = pointer_problem(value["pointer"])
+        if problem:
+            raise ValueError(f"has 'pointer' = {value['pointer']!r}, which {problem}")
     return ValueMatch(equals=value["equals"], attribute=value.get("attribute"),
                       pointer=value.get("pointer"))
 
@@ -480,8 +581,27 @@ def parse_where(text: str) -> ValueMatch:
             "e.g. --where game_id=0022300001"
         )
     if key.startswith("/"):
+        problem = pointer_problem(key)
+        if problem:
+            raise ConfigError(f"option '--where' = {text!r} is invalid: {key!r} {problem}")
         return ValueMatch(equals=value, pointer=key)
     return ValueMatch(equals=value, attribute=key)
+
+
+def pointer_problem(pointer: Any) -> str | None:
+    """Say what makes ``pointer`` an invalid JSON pointer (RFC 6901), or return None when it is valid."""
+    if not isinstance(pointer, str):
+        return "is not a string"
+    if pointer and not pointer.startswith("/"):
+        return "is not a JSON pointer: it must start with '/', e.g. '/game_id'"
+    if re.search(r"~(?![01])", pointer):
+        return ("is not a valid JSON pointer: '~' must be followed by 0 ('~0' is '~') or 1 ('~1' is '/'), "
+                "e.g. '/a~1b' for the key 'a/b'")
+    try:
+        split_pointer(pointer)
+    except ValueError as error:
+        return f"is not a valid JSON pointer: {error}"
+    return None
 
 
 def _parse_processor(where: _Locator, index: int, entry: Any, phases: tuple[str, ...]) -> ProcessorConfig:
@@ -507,6 +627,12 @@ def _parse_processor(where: _Locator, index: int, entry: Any, phases: tuple[str,
             raise fail("url", url, "is required for the http adapter: an http:// or https:// URL")
     elif not isinstance(target, str) or ":" not in target:
         raise fail("target", target, "must be 'module:attribute' (or 'file.py:attribute')")
+    for key, adapters in _ADAPTER_KEYS.items():
+        if key in entry and entry["adapter"] not in adapters:
+            users = " or ".join(f"adapter = {name!r}" for name in adapters)
+            raise fail(key, "<redacted>" if key == "auth_header" else entry[key],
+                       f"is read only with {users}, not adapter = {entry['adapter']!r}; remove the key "
+                       "or change the adapter")
     subscribes = entry.get("subscribes")
     if not isinstance(subscribes, list) or not subscribes or not all(isinstance(t, str) and t for t in subscribes):
         raise fail("subscribes", subscribes, "must be a non-empty list of topic names")
@@ -552,7 +678,7 @@ def _reject_duplicate_names(where: _Locator, processors: tuple[ProcessorConfig, 
         seen.add(processor.name)
 
 
-def _parse_diff_table(table: Any, file: str, parser_name: str) -> Any:
+def _parse_diff_table(table: Any, file: str, parser_name: str, **options: Any) -> Any:
     """Hand ``[diff]``/``[thresholds]`` to the diff package's parser when it is installed."""
     if table is None:
         return None
@@ -563,7 +689,7 @@ def _parse_diff_table(table: Any, file: str, parser_name: str) -> Any:
     parser = getattr(rules, parser_name, None)
     if parser is None:
         return dict(table)
-    return parser(table, file=file)
+    return parser(table, file=file, **options)
 
 
 # --------------------------------------------------------------------------- targets
@@ -641,9 +767,10 @@ def apply_overrides(config: ReplayConfig, *, archive: str | None = None, mode: s
         except ValueError as error:
             raise ConfigError(str(error)) from error
     if max_gap_s is not None:
-        if max_gap_s < 0:
-            raise ConfigError(f"option '--max-gap' = {max_gap_s!r} must be a number of seconds >= 0")
-        changes["max_gap_s"] = float(max_gap_s)
+        try:
+            changes["max_gap_s"] = parse_max_gap(max_gap_s, source="option '--max-gap'")
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
     for key, value in (("output", output), ("resend_redeliveries", resend_redeliveries),
                        ("project", project), ("strict", strict)):
         if value is not None:
@@ -656,6 +783,55 @@ def apply_overrides(config: ReplayConfig, *, archive: str | None = None, mode: s
     archive_settings = config.archive if archive is None else dataclasses.replace(config.archive, uri=archive)
     return dataclasses.replace(config, replay=dataclasses.replace(replay, **changes), sandbox=sandbox,
                                archive=archive_settings)
+
+
+def _location(uri: str) -> tuple[str, tuple[str, ...]]:
+    """Split a folder URI into its scheme and path parts; local paths are made absolute."""
+    if "://" in uri and not uri.startswith("file://"):
+        scheme, _, rest = uri.partition("://")
+        return scheme, tuple(part for part in rest.split("/") if part)
+    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    return "file", Path(path).expanduser().resolve().parts
+
+
+def check_output_folder_path(output: str, *, option: str = "--output") -> None:
+    """Reject a local output folder that is an existing file or lies under one; gs:// URIs pass."""
+    scheme, _ = _location(output)
+    if scheme != "file":
+        return
+    path = Path(output[len("file://"):] if output.startswith("file://") else output).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"option {option!r} = {output!r} is a file, not a folder; pass a folder path")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"option {option!r} = {output!r} lies under the file {str(parent)!r}, so the "
+                                  "folder cannot be created; pass a folder path")
+            break
+
+
+def check_output_location(output: str, archives: Mapping[str, str], *, option: str = "--output",
+                          reject_archive_inside: bool = True) -> None:
+    """Reject an output folder that is unusable or overlaps an archive, before anything is read or written.
+
+    ``archives`` maps a role ("the archive", "archive A") to its URI. Writing
+    into an archive would add the replay's files to its partitions, and a
+    later read would take them for recorded events. With
+    ``reject_archive_inside`` an archive inside the output folder is rejected
+    too, because the run writes its own ``archive/`` and report files there.
+    """
+    check_output_folder_path(output, option=option)
+    out = _location(output)
+    for role, uri in archives.items():
+        archive = _location(uri)
+        if out[0] != archive[0]:
+            continue
+        if out[1][:len(archive[1])] == archive[1]:
+            raise ConfigError(f"option {option!r} = {output!r} is inside {role} {uri!r}; writing there would "
+                              "mix replay files into the recording, so pass a folder outside it")
+        if reject_archive_inside and archive[1][:len(out[1])] == out[1]:
+            raise ConfigError(f"option {option!r} = {output!r} contains {role} {uri!r}; the replay writes its "
+                              "own archive and reports there, so pass a folder that does not contain it")
 
 
 def _phase_number(name: str) -> int | None:

@@ -16,7 +16,15 @@ class ReplayError(Exception):
 
 
 class ConfigError(ReplayError):
-    """``replay.toml`` or a command-line option has a bad key or value."""
+    """``replay.toml`` or a command-line option has a bad key or value.
+
+    ``key`` is the dotted TOML key at fault (``thresholds.latency.phase3``)
+    when known, so the config loader can add the line it is on.
+    """
+
+    def __init__(self, message: str, *, exit_code: int | None = None, key: str | None = None) -> None:
+        super().__init__(message, exit_code=exit_code)
+        self.key = key
 
 
 class MissingExtraError(ReplayError):

@@ -24,8 +24,8 @@ from recorder._reader import ArchiveReader
 from recorder._storage import join_uri, open_storage
 from replayer.closure import causal_closure
 from replayer.config import (
-    ReplayConfig, Selection, ValueMatch, apply_overrides, check_cascade_routing, load_config,
-    parse_where, resolve_dates, select_phases,
+    ReplayConfig, Selection, ValueMatch, apply_overrides, check_cascade_routing, check_output_location,
+    load_config, parse_where, resolve_dates, select_phases,
 )
 from replayer.errors import ConfigError, MissingExtraError
 from replayer.lane import EntryDelivery, entry_phases, plan_lane, route_entry_event
@@ -301,6 +301,8 @@ def run_replay(config: ReplayConfig | str | Path, *, on_plan: Callable[[ReplayPl
                              clock=overrides.get("clock"), strict=overrides.get("strict"))
     if not config.archive.uri:
         raise ConfigError("no archive given: set [archive] uri in replay.toml or pass --archive")
+    if not overrides.get("dry_run"):
+        check_output_location(config.replay.output, {"the archive": config.archive.uri})
     beam_args = list(overrides.get("beam_args") or ())
     in_process = not any(arg.split("=", 1)[-1].lower() not in ("directrunner", "direct", "fnapirunner")
                          for arg in beam_args if arg.startswith("--runner"))
@@ -308,6 +310,12 @@ def run_replay(config: ReplayConfig | str | Path, *, on_plan: Callable[[ReplayPl
     selection = _selection(config, reader, overrides)
     plan = plan_replay(config, selection, in_process=in_process)
     out_dir = config.replay.output
+    # With damaged files skipped, the run goes on so its report names them (and fails their check).
+    if not plan.entries and not plan.read_stats["damaged"]:
+        if not overrides.get("dry_run"):
+            raise ConfigError(nothing_to_replay(plan))
+        log.warning("replay.nothing_to_replay", archive=config.archive.uri,
+                    dates=[d.isoformat() for d in selection.dates], phases=list(selection.phases))
     if overrides.get("dry_run"):
         return RunResult(out_dir=out_dir, calls=(), run_meta={"plan": plan.describe(), "dry_run": True}, plan=plan)
     _check_output_folder(out_dir)
@@ -369,7 +377,22 @@ def plan_lines(plan: ReplayPlan) -> list[str]:
     lines.append(f"planned duration {description['planned_duration_s']:.3f} s "
                  f"({description['gaps_shortened']} gaps shortened, {description['out_of_order']} events "
                  "out of time order in the archive)")
+    if not plan.entries:
+        damaged = len(plan.read_stats["damaged"])
+        lines.append(f"warning: {nothing_to_replay(plan)}"
+                     + (f"; {damaged} damaged archive files were skipped" if damaged else ""))
     return lines
+
+
+def nothing_to_replay(plan: ReplayPlan) -> str:
+    """Return the message for a plan without entry events, naming its archive, entry phases, dates and clauses."""
+    selection, archive = plan.selection, plan.config.archive.uri
+    where = "".join(f" matching --where {clause.describe()}" for clause in selection.where)
+    phases = entry_phases(plan.config, selection)
+    return (f"nothing to replay: archive {archive!r} contains no recorded input{where} of {', '.join(phases)} "
+            f"(the entry {'phase' if len(phases) == 1 else 'phases'} in {plan.config.replay.mode} mode) on "
+            f"{', '.join(d.isoformat() for d in selection.dates)}; `replay ls {archive}` lists the "
+            "recorded dates and phases")
 
 
 # Columns of the end-of-run table: header, minimum width, and whether it is

@@ -406,6 +406,10 @@ def test_failing_game_missing_downstream(recording, recorded_outputs, tmp_path):
     assert triggers[call["input_event_id"]]["game_id"] == failing
     analytics = _validation_rows(report)[("phase3", "analytics")]
     assert analytics["errors"] == {"processor_exception": 1}
+    # The failed call fails the run on its own, besides the missing outputs it causes.
+    failed_errors = [(check["scope"]["phase"], check["scope"]["processor"], check["value"])
+                     for check in report["checks"] if check["name"] == "errors" and check["status"] == "fail"]
+    assert failed_errors == [("phase3", "analytics", 1)]
 
     downstream = [(event, message) for event, message in recorded_outputs
                   if event.topic != "nba-phase3-trigger" and event.phase != "phase2"]

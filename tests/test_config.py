@@ -11,7 +11,9 @@ from replayer.config import (
     Selection,
     apply_overrides,
     check_cascade_routing,
+    check_output_location,
     load_config,
+    load_diff_config,
     parse_where,
     resolve_dates,
     select_phases,
@@ -283,3 +285,129 @@ def test_strict_key_and_override(tmp_path):
     assert apply_overrides(config, strict=False).replay.strict is False
     message = _reject(tmp_path, VALID.replace("max_gap_s = 300", 'max_gap_s = 300\nstrict = "yes"'))
     assert ":9: key 'replay.strict' = 'yes' must be a bool" in message
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ('subscribes = ["raw-games"]', 'subscribes = ["raw-games"]\nurl = "http://127.0.0.1:1/"',
+     ":18: key 'processors[0].url' = 'http://127.0.0.1:1/' is read only with adapter = 'http', "
+     "not adapter = 'callable'"),
+    ('subscribes = ["raw-games"]', 'subscribes = ["raw-games"]\npath = "/push"',
+     ":18: key 'processors[0].path' = '/push' is read only with adapter = 'wsgi'"),
+    ('adapter = "callable"\ntarget = "tests.topology.processors:box',
+     'adapter = "http"\nurl = "http://127.0.0.1:1/"\ntarget = "tests.topology.processors:box',
+     ":17: key 'processors[0].target' = 'tests.topology.processors:box_scores' is read only with "
+     "adapter = 'callable' or adapter = 'wsgi', not adapter = 'http'"),
+    ('stateful = true', 'stateful = true\nauth_header = "Bearer secret"',
+     ":26: key 'processors[1].auth_header' = '<redacted>' is read only with adapter = 'http'"),
+])
+def test_adapter_keys_rejected(tmp_path, old, new, expected):
+    """A key that the processor's adapter never reads is rejected instead of silently ignored."""
+    message = _reject(tmp_path, VALID.replace(old, new))
+    assert expected in message
+    assert "remove the key or change the adapter" in message
+    assert "secret" not in message
+
+
+def test_latency_table_of_unknown_phase(tmp_path):
+    """[thresholds.latency.<phase>] for a phase not in 'phases' names file, line, key and the phases."""
+    message = _reject(tmp_path, VALID + "[thresholds]\nmax_missing = 1\n[thresholds.latency.phase9]\nwarn_s = 1.0\n")
+    assert ":29: invalid value {'warn_s': 1.0} for 'thresholds.latency.phase9': 'phase9' is not a configured phase; " \
+           "phases are phase2, phase3, phase4, phase5, phase6" in message
+
+
+def test_threshold_error_has_line(tmp_path):
+    """An error from the [thresholds] parser gets the line of its key."""
+    message = _reject(tmp_path, VALID + "[thresholds]\nmax_missing = 1\nmax_errors = -2\n")
+    assert f"{tmp_path / 'replay.toml'}:29: invalid value -2 for 'thresholds.max_errors'" in message
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("speed = 60", "speed = 1e-300", ":7: key 'replay.speed' = 1e-300 is invalid"),
+    ("speed = 60", "speed = nan", ":7: key 'replay.speed' = nan is invalid"),
+    ("speed = 60", "speed = inf", ":7: key 'replay.speed' = inf is invalid"),
+    ("speed = 60", "speed = 2e6", ":7: key 'replay.speed' = 2000000.0 is invalid"),
+    ("max_gap_s = 300", "max_gap_s = nan", ":8: key 'replay.max_gap_s' = nan must be a finite number"),
+    ("max_gap_s = 300", "max_gap_s = inf", ":8: key 'replay.max_gap_s' = inf must be a finite number"),
+])
+def test_extreme_numbers_rejected(tmp_path, old, new, expected):
+    """Non-finite and out-of-range speeds and gaps are rejected with the key and line."""
+    assert expected in _reject(tmp_path, VALID.replace(old, new))
+
+
+def test_speed_range_edges_accepted(tmp_path):
+    """The smallest and largest speeds are accepted."""
+    for speed in (0.001, 1_000_000):
+        config = load_config(_write(tmp_path, VALID.replace("speed = 60", f"speed = {speed}")))
+        assert config.replay.speed == float(speed)
+
+
+@pytest.mark.parametrize("option, value", [("max_gap_s", float("nan")), ("max_gap_s", float("inf")),
+                                           ("speed", "1e-300"), ("speed", "inf")])
+def test_extreme_overrides_rejected(tmp_path, option, value):
+    """Command-line overrides get the same range checks as the file."""
+    config = load_config(_write(tmp_path, VALID))
+    with pytest.raises(ConfigError, match="must be a"):
+        apply_overrides(config, **{option: value})
+
+
+def test_non_utf8_file_named(tmp_path):
+    """A file that is not UTF-8 is a ConfigError naming the file, the byte and its offset."""
+    path = tmp_path / "replay.toml"
+    path.write_bytes(VALID.encode() + b"# \xff\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: not UTF-8 text (byte 0xff at offset {len(VALID) + 2})")
+
+
+def test_config_folder_named(tmp_path):
+    """A folder passed as the configuration is rejected as a folder."""
+    with pytest.raises(ConfigError, match="is a folder, not a file"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["/bad~pointer=x", "/a~2=x", "/a~=x"])
+def test_where_invalid_pointer(text):
+    """--where rejects a JSON pointer with an invalid '~' escape."""
+    with pytest.raises(ConfigError, match="is not a valid JSON pointer"):
+        parse_where(text)
+
+
+def test_where_escaped_pointer_accepted():
+    """'~0' and '~1' are valid escapes."""
+    assert parse_where("/a~1b~0c=1").pointer == "/a~1b~0c"
+
+
+def test_filter_invalid_pointer(tmp_path):
+    """A processor filter with an invalid JSON pointer is rejected."""
+    message = _reject(tmp_path, VALID.replace('filter = { attribute = "scraper", equals = "bdl" }',
+                                              'filter = { pointer = "/x~y", equals = "bdl" }'))
+    assert "key 'processors[0].filter'" in message
+    assert "is not a valid JSON pointer" in message
+
+
+def test_diff_config_optional_processors(tmp_path):
+    """load_diff_config accepts a file with only [diff] and [thresholds], and checks their phases when given."""
+    path = _write(tmp_path, "[thresholds]\nmax_errors = 3\n[thresholds.latency.any]\nwarn_s = 1.0\n")
+    assert load_diff_config(path).thresholds.max_errors == 3
+    path = _write(tmp_path, 'phases = ["p1"]\n[thresholds.latency.any]\nwarn_s = 1.0\n')
+    with pytest.raises(ConfigError, match=":2: invalid value .* 'any' is not a configured phase"):
+        load_diff_config(path)
+
+
+def test_output_location_checks(tmp_path):
+    """Output folders inside the archive, containing it, or under a file are rejected."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is inside the archive"):
+        check_output_location(str(archive / "date=2024-01-15"), {"the archive": str(archive)})
+    with pytest.raises(ConfigError, match="is inside the archive"):
+        check_output_location(f"file://{archive}", {"the archive": str(archive)})
+    with pytest.raises(ConfigError, match="contains the archive"):
+        check_output_location(str(tmp_path), {"the archive": str(archive)})
+    with pytest.raises(ConfigError, match="lies under the file"):
+        check_output_location(str(tmp_path / "file" / "out"), {"the archive": str(archive)})
+    with pytest.raises(ConfigError, match="is inside the archive"):
+        check_output_location("gs://bucket/arch/out", {"the archive": "gs://bucket/arch/"})
+    check_output_location(str(tmp_path / "out"), {"the archive": str(archive)})
+    check_output_location("gs://bucket/archive-out", {"the archive": "gs://bucket/archive"})

@@ -102,3 +102,13 @@ def test_diff_bad_date(archives, capsys):
     baseline, candidate, _, _ = archives
     code, captured = _run(["diff", baseline, candidate, "--date", "09/03/2024"], capsys)
     assert code == 2 and "YYYY-MM-DD" in captured.err
+
+
+def test_diff_strict_clean_archives(archives, capsys):
+    """--strict reads undamaged archives as usual and passes identical outputs."""
+    baseline, _, same, _ = archives
+    code, captured = _run(["diff", baseline, same, "--strict", "--json"], capsys)
+    assert code == 0, captured.err
+    document = json.loads(captured.out)
+    assert document["validation"]["damaged_files"] == []
+    assert [check["status"] for check in document["checks"] if check["name"] == "damaged_files"] == ["ok"]

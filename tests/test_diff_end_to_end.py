@@ -242,13 +242,13 @@ def test_unchanged_archive_diff_phase_filter(unchanged, archive, capsys):
 
 
 def test_archive_diff_empty_range(unchanged, archive, capsys):
-    """A date range with no recorded data compares nothing and passes."""
+    """A date with no recorded data in either archive compares nothing, so it is an input error."""
     folder, _ = unchanged
     code, out, err = _run_cli(["diff", archive, str(folder / "out" / "archive"), "--date", "2024-03-10",
                                "--json"], capsys)
-    document = json.loads(out)
-    assert code == 0, err
-    assert (document["totals"]["recorded_outputs"], document["totals"]["replayed_outputs"]) == (0, 0)
+    assert code == 2, err
+    assert out == ""
+    assert "error: no partition matches --date 2024-03-10 in A or B" in err
 
 
 # --- one processor changed -----------------------------------------------------
@@ -475,16 +475,18 @@ def test_without_noise_runs_field_is_extra(tmp_path, archive):
 
 
 def test_damaged_file_reported(tmp_path, archive):
-    """A damaged archive file is skipped, named in the validation and the replay still matches."""
+    """A damaged archive file is skipped, named in the validation, and fails only the damaged_files check."""
     copy = tmp_path / "archive"
     shutil.copytree(archive, copy)
     broken = copy / "date=2024-03-09" / "phase=phase4" / "sdk-broken-20240309T230000000000Z-000009.avro"
     broken.write_bytes(b"Obj\x01 cut short")
     result = run_replay(_config(tmp_path, str(copy)))
-    damaged = _report(tmp_path)["validation"]["damaged_files"]
+    document = _report(tmp_path)
+    damaged = document["validation"]["damaged_files"]
     assert [Path(item["uri"]).name for item in damaged] == [broken.name]
     assert damaged[0]["reason"]
-    assert result.exit_code == 0
+    assert result.exit_code == 1
+    assert {check["name"] for check in document["checks"] if check["status"] == "fail"} == {"damaged_files"}
     assert broken.name in (tmp_path / "out" / "report.html").read_text()
 
 

@@ -95,12 +95,31 @@ def test_thresholds_defaults_strict():
     ({"latency": {"phase3": {"warn_s": 10, "critical_s": 5}}}, "thresholds.latency.phase3.warn_s"),
     ({"latency": {"statistic": "p99"}}, "thresholds.latency.statistic"),
     ({"end_to_end": {"statistic": "p50"}}, "thresholds.end_to_end.statistic"),
+    ({"max_errors": -1}, "thresholds.max_errors"),
+    ({"max_errors": 0.5}, "thresholds.max_errors"),
+    ({"max_damaged_files": True}, "thresholds.max_damaged_files"),
 ])
 def test_thresholds_rejected(table, key):
     """Unknown keys and bad threshold values raise ConfigError naming the file and the key."""
     with pytest.raises(ConfigError, match=r"replay\.toml") as caught:
         parse_thresholds(table, file="replay.toml")
     assert key in str(caught.value)
+
+
+def test_error_and_damage_limits():
+    """max_errors and max_damaged_files default to 0 and are read from the table."""
+    assert (parse_thresholds(None).max_errors, parse_thresholds(None).max_damaged_files) == (0, 0)
+    thresholds = parse_thresholds({"max_errors": 3, "max_damaged_files": 1})
+    assert (thresholds.max_errors, thresholds.max_damaged_files) == (3, 1)
+
+
+def test_latency_phase_must_be_configured():
+    """With the configured phases, a latency table of another phase is rejected naming its key."""
+    table = {"latency": {"phase3": {"warn_s": 1.0}, "phase9": {"warn_s": 1.0}}}
+    assert parse_thresholds(table).latency_for("phase9").warn_s == 1.0
+    with pytest.raises(ConfigError, match="'phase9' is not a configured phase; phases are phase2, phase3") as caught:
+        parse_thresholds(table, file="replay.toml", phases=["phase2", "phase3"])
+    assert caught.value.key == "thresholds.latency.phase9"
 
 
 @pytest.mark.parametrize("pattern, path, expected", [

@@ -68,11 +68,11 @@ def report_dir(tmp_path):
 
 
 def test_exit_code_nonzero(report_dir):
-    """Changed, missing, critical latency and a silent processor make the exit code 1."""
+    """Changed, missing, critical latency, a silent processor and a damaged file make the exit code 1."""
     _, report = report_dir
     failed = {check.name for check in report.failed_checks}
     assert report.exit_code == 1
-    assert failed == {"changed_ratio", "missing", "latency", "silent_processors"}
+    assert failed == {"changed_ratio", "missing", "latency", "silent_processors", "damaged_files"}
 
 
 def test_clean_report_exit_zero(tmp_path):
@@ -171,9 +171,11 @@ def test_junit_cases(report_dir):
     root = ET.parse(folder / "junit.xml").getroot()
     cases = {(case.get("classname"), case.get("name")): case for case in root.iter("testcase")}
     assert set(cases) == {("replay.phase3", "topic scores"), ("replay.phase3", "latency scorer"),
-                          ("replay.validation", "expected processors reported")}
-    assert all(case.find("failure") is not None for case in cases.values())
-    assert root.get("failures") == "3"
+                          ("replay.phase3", "errors scorer"), ("replay.validation", "expected processors reported"),
+                          ("replay.validation", "archive files readable")}
+    failed = {key for key, case in cases.items() if case.find("failure") is not None}
+    assert failed == set(cases) - {("replay.phase3", "errors scorer")}
+    assert root.get("failures") == "4"
 
 
 def test_summary_tables(report_dir, capsys):

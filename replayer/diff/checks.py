@@ -7,7 +7,8 @@ A check is ``ok``, ``warn`` (latency above ``warn_s``) or ``fail``; any
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping
+from collections import Counter
+from typing import Any, Iterable, Mapping, Sequence
 
 from replayer.diff.latency import CRITICAL, WARN, EndToEnd, LatencyRow
 from replayer.diff.match import MatchCounts
@@ -99,3 +100,52 @@ def validation_checks(validation: Validation, thresholds: Thresholds) -> list[Ch
     return [Check("silent_processors", {}, silent, thresholds.max_silent_processors, status,
                   f"{silent} expected processors never reported ({names}; "
                   f"limit {thresholds.max_silent_processors})")]
+
+
+def error_checks(calls: Iterable[Mapping[str, Any]], thresholds: Thresholds,
+                 phase_order: Sequence[str] = ()) -> list[Check]:
+    """Check the failed calls of each replayed phase and processor against ``max_errors``.
+
+    Only call records of a replay count: they carry a ``category`` key (None
+    for a call that acked). ``replay diff`` passes recorded handling times
+    without it, so it gets no error checks.
+    """
+    totals: Counter = Counter()
+    by_category: dict[tuple[str, str], Counter] = {}
+    for call in calls:
+        if "category" not in call:
+            continue
+        key = (call.get("phase") or "", call.get("processor") or "(none)")
+        totals[key] += 1
+        failures = by_category.setdefault(key, Counter())
+        if call["category"]:
+            failures[call["category"]] += 1
+    rank = {phase: index for index, phase in enumerate(phase_order)}
+    checks = []
+    for phase, processor in sorted(totals, key=lambda key: (rank.get(key[0], len(rank)), key)):
+        failures = by_category[(phase, processor)]
+        failed = sum(failures.values())
+        detail = ", ".join(f"{category} {count}" for category, count in sorted(failures.items()))
+        status = FAIL if failed > thresholds.max_errors else OK
+        fix = "; fix the processor, or raise [thresholds] max_errors to accept them" if status == FAIL else ""
+        checks.append(Check(
+            "errors", {"phase": phase, "processor": processor}, failed, thresholds.max_errors, status,
+            f"phase {phase}, processor {processor}: {failed} of {totals[(phase, processor)]} calls failed"
+            f"{f' ({detail})' if detail else ''} (limit {thresholds.max_errors}){fix}",
+        ))
+    return checks
+
+
+def damaged_files_check(validation: Validation, thresholds: Thresholds) -> Check:
+    """Check the damaged archive files the reader skipped against ``max_damaged_files``."""
+    damaged = validation.damaged_files
+    # The damage kind leads every reason ("truncated: the file ends ..."); report.json has the rest.
+    listed = ", ".join(f"{item.get('uri')} ({str(item.get('reason')).split(':')[0]})" for item in damaged[:3])
+    if len(damaged) > 3:
+        listed += f" and {len(damaged) - 3} more in report.json"
+    status = FAIL if len(damaged) > thresholds.max_damaged_files else OK
+    fix = ("; repair or remove them, or raise [thresholds] max_damaged_files to accept them"
+           if status == FAIL else "")
+    return Check("damaged_files", {}, len(damaged), thresholds.max_damaged_files, status,
+                 f"{len(damaged)} damaged archive files skipped ({listed or 'none'}; "
+                 f"limit {thresholds.max_damaged_files}){fix}")

@@ -52,8 +52,16 @@ def build_junit(report: "Report") -> ET.ElementTree:
                   and check.scope.get("date") == end.logical_date.isoformat()]
         added, failed = _case(suite, "replay.end_to_end", f"date {end.logical_date}", checks)
         tests, failures = tests + added, failures + failed
+    for check in report.checks:
+        if check.name == "errors":
+            added, failed = _case(suite, f"replay.{check.scope['phase']}", f"errors {check.scope['processor']}",
+                                  [check])
+            tests, failures = tests + added, failures + failed
     checks = [check for check in report.checks if check.name == "silent_processors"]
     added, failed = _case(suite, "replay.validation", "expected processors reported", checks)
+    tests, failures = tests + added, failures + failed
+    checks = [check for check in report.checks if check.name == "damaged_files"]
+    added, failed = _case(suite, "replay.validation", "archive files readable", checks)
     tests, failures = tests + added, failures + failed
     for element in (root, suite):
         element.set("tests", str(tests))

@@ -17,7 +17,15 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from recorder._logging import get_logger
 from replayer.diff.causes import explain_missing
-from replayer.diff.checks import FAIL, Check, latency_checks, topic_checks, validation_checks
+from replayer.diff.checks import (
+    FAIL,
+    Check,
+    damaged_files_check,
+    error_checks,
+    latency_checks,
+    topic_checks,
+    validation_checks,
+)
 from replayer.diff.latency import (
     EndToEnd,
     LatencyRow,
@@ -218,7 +226,9 @@ def build_report(
     for topic in topics:
         checks.extend(topic_checks(topic.phase, topic.topic, topic.counts, thresholds))
     checks.extend(latency_checks(rows, ends))
+    checks.extend(error_checks(calls, thresholds, order))
     checks.extend(validation_checks(validation, thresholds))
+    checks.append(damaged_files_check(validation, thresholds))
     exit_code = 1 if any(check.status == FAIL for check in checks) else 0
 
     report = Report(

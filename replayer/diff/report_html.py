@@ -110,6 +110,15 @@ def _summary(report: "Report") -> str:
                  f"{totals.extra} extra, {totals.duplicate_recorded + totals.duplicate_replayed} duplicate, "
                  f"{totals.unmatchable_recorded + totals.unmatchable_replayed} unmatchable"),
     ]
+    failed: dict[str, int] = {}
+    for row in report.validation.rows:
+        for category, count in row.errors.items():
+            failed[category] = failed.get(category, 0) + count
+    if failed:
+        facts.append(("failed calls", f"{sum(failed.values())} ("
+                      + ", ".join(f"{category} {count}" for category, count in sorted(failed.items())) + ")"))
+    if report.validation.damaged_files:
+        facts.append(("damaged files skipped", len(report.validation.damaged_files)))
     rows = [(f"<th>{_e(name)}</th>", _e(value)) for name, value in facts if value not in (None, "")]
     body = "".join(f"<tr>{name}<td>{value}</td></tr>" for name, value in rows)
     return f'<section id="summary"><h1>Replay report {verdict}</h1><table>{body}</table></section>'

@@ -147,6 +147,9 @@ class Thresholds:
 
     Duplicates count duplicate outputs produced by the replay (the candidate
     side); duplicates already in the recording are reported but do not fail it.
+    ``max_errors`` limits the failed calls (any error category) of each phase
+    and processor. ``max_damaged_files`` limits the damaged archive files the
+    reader skipped in the whole run (both archives for ``replay diff``).
     """
 
     max_changed_ratio: float = 0.0
@@ -155,6 +158,8 @@ class Thresholds:
     max_duplicates: int = 0
     max_unmatchable: int = 0
     max_silent_processors: int = 0
+    max_errors: int = 0
+    max_damaged_files: int = 0
     latency_default: LatencyThreshold = LatencyThreshold()
     latency: Mapping[str, LatencyThreshold] = dataclasses.field(default_factory=dict)
     end_to_end: LatencyThreshold = LatencyThreshold(statistic="max")
@@ -174,7 +179,8 @@ _TOPIC_KEYS = {
     "keys", "ignore", "unordered", "abs_tol", "rel_tol", "compare_attributes", "ignore_attributes",
 }
 _THRESHOLD_COUNTS = (
-    "max_missing", "max_extra", "max_duplicates", "max_unmatchable", "max_silent_processors",
+    "max_missing", "max_extra", "max_duplicates", "max_unmatchable", "max_silent_processors", "max_errors",
+    "max_damaged_files",
 )
 _THRESHOLD_KEYS = {"max_changed_ratio", *_THRESHOLD_COUNTS, "latency", "end_to_end"}
 _LATENCY_KEYS = {"warn_s", "critical_s", "statistic"}
@@ -182,7 +188,7 @@ _LATENCY_KEYS = {"warn_s", "critical_s", "statistic"}
 
 def _error(file: str | None, key: str, value: Any, fix: str) -> ConfigError:
     where = f"{file}: " if file else ""
-    return ConfigError(f"{where}invalid value {value!r} for {key!r}: {fix}")
+    return ConfigError(f"{where}invalid value {value!r} for {key!r}: {fix}", key=key)
 
 
 def _reject_unknown(table: Mapping[str, Any], allowed: set[str], prefix: str, file: str | None) -> None:
@@ -190,7 +196,8 @@ def _reject_unknown(table: Mapping[str, Any], allowed: set[str], prefix: str, fi
         if name not in allowed:
             where = f"{file}: " if file else ""
             raise ConfigError(
-                f"{where}unknown key {prefix + name!r}; allowed keys are {', '.join(sorted(allowed))}"
+                f"{where}unknown key {prefix + name!r}; allowed keys are {', '.join(sorted(allowed))}",
+                key=prefix + name,
             )
 
 
@@ -321,11 +328,14 @@ def _parse_latency(
     return LatencyThreshold(warn_s=warn_s, critical_s=critical_s, statistic=statistic)
 
 
-def parse_thresholds(table: Mapping[str, Any] | None, *, file: str | None = None) -> Thresholds:
+def parse_thresholds(table: Mapping[str, Any] | None, *, file: str | None = None,
+                     phases: Iterable[str] | None = None) -> Thresholds:
     """Parse the ``[thresholds]`` table; raise ConfigError naming ``file``, the key and the value.
 
     ``[thresholds.latency]`` holds default ``warn_s``/``critical_s``/``statistic``
-    values and one sub-table per phase (``[thresholds.latency.phase3]``).
+    values and one sub-table per phase (``[thresholds.latency.phase3]``). With
+    ``phases`` (the configured phase order) a sub-table for any other phase is
+    rejected, since its limits would never apply.
     """
     if table is None:
         return Thresholds()
@@ -347,13 +357,19 @@ def parse_thresholds(table: Mapping[str, Any] | None, *, file: str | None = None
         latency = _table(table["latency"], "thresholds.latency", file)
         defaults = {name: value for name, value in latency.items() if not isinstance(value, Mapping)}
         default = _parse_latency(defaults, "thresholds.latency", file, LatencyThreshold())
-        phases = {
+        per_phase = {
             phase: _parse_latency(value, f"thresholds.latency.{phase}", file, default)
             for phase, value in latency.items()
             if isinstance(value, Mapping)
         }
+        known = None if phases is None else list(phases)
+        unknown = [phase for phase in per_phase if known is not None and phase not in known]
+        if unknown:
+            raise _error(file, f"thresholds.latency.{unknown[0]}", dict(latency[unknown[0]]),
+                         f"{unknown[0]!r} is not a configured phase; phases are {', '.join(known)}, "
+                         "so rename the table to one of them or remove it")
         fields["latency_default"] = default
-        fields["latency"] = MappingProxyType(phases)
+        fields["latency"] = MappingProxyType(per_phase)
     if "end_to_end" in table:
         fields["end_to_end"] = _parse_latency(
             table["end_to_end"], "thresholds.end_to_end", file, LatencyThreshold(statistic="max"),

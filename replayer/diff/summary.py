@@ -20,6 +20,7 @@ def _ms(stats, name: str) -> str:
 def print_summary(report: "Report", *, file: TextIO | None = None, width: int | None = None) -> None:
     """Print the summary tables to ``file`` (standard output by default)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(file=file, width=width, highlight=False)
@@ -64,9 +65,32 @@ def print_summary(report: "Report", *, file: TextIO | None = None, width: int | 
         checks.add_column("status")
         checks.add_column("detail")
         for check in failed:
-            checks.add_row(f"[{_STATUS_STYLE.get(check.status, '')}]{check.status}[/]", check.message)
+            # A message may contain brackets ("[thresholds] max_errors"), which rich would read as markup.
+            checks.add_row(f"[{_STATUS_STYLE.get(check.status, '')}]{check.status}[/]", escape(check.message))
         console.print(checks)
+    for line in _problem_lines(report):
+        console.print(line)
     verdict = "[bold green]PASS[/]" if report.exit_code == 0 else "[bold red]FAIL[/]"
     failures = sum(1 for check in report.checks if check.status == FAIL)
     where = report.files.get("report_html") or report.files.get("report_json") or "(not written)"
     console.print(f"{verdict}: {failures} failed checks, exit code {report.exit_code}; report: {where}")
+
+
+def _problem_lines(report: "Report") -> list[str]:
+    """Failed calls and damaged archive files, printed even when their limits allow them."""
+    lines = []
+    failed: dict[str, int] = {}
+    for row in report.validation.rows:
+        for category, count in row.errors.items():
+            failed[category] = failed.get(category, 0) + count
+    if failed:
+        detail = ", ".join(f"{category} {count}" for category, count in sorted(failed.items()))
+        lines.append(f"[yellow]failed calls:[/] {sum(failed.values())} ({detail})")
+    damaged = report.validation.damaged_files
+    if damaged:
+        from rich.markup import escape
+
+        names = ", ".join(escape(str(item.get("uri"))) for item in damaged[:3])
+        more = f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
+        lines.append(f"[yellow]damaged archive files skipped:[/] {len(damaged)} ({names}{more})")
+    return lines
