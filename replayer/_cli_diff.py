@@ -115,6 +115,21 @@ def _read_meta(baseline: ArchiveReader, candidate: ArchiveReader) -> dict[str, A
     }
 
 
+NO_CONFIG_HINT = ("no --config given: no match keys or ignore rules applied; pass the replay.toml used for "
+                  "the run (e.g. --config examples/nba/replay.toml)")
+
+
+def _content_mismatch(report: Any) -> bool:
+    """True when a group matched by content has missing or extra outputs.
+
+    Without ``[diff]`` rules a field that differs on every run (an execution
+    id, a timestamp) changes the content key, so such outputs show up as
+    missing and extra instead of changed.
+    """
+    return any(group.strategy == "content" and (group.counts.missing or group.counts.extra)
+               for group in report.match.groups)
+
+
 @cli.command("diff")
 @click.argument("baseline", metavar="A")
 @click.argument("candidate", metavar="B")
@@ -188,6 +203,8 @@ def diff_command(baseline: str, candidate: str, config_path: str | None, date: s
         click.echo(json.dumps(report_to_dict(report), indent=2, ensure_ascii=False, default=str))
     else:
         print_summary(report, file=sys.stdout)
+    if config_path is None and _content_mismatch(report):
+        click.echo(NO_CONFIG_HINT, err=True)
     return report.exit_code
 
 

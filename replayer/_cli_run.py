@@ -35,7 +35,8 @@ def _progress(json_output: bool):
         tenth = released * 10 // max(total, 1)
         if reported.get(lane) != tenth:
             reported[lane] = tenth
-            click.echo(f"lane {lane}: {released}/{total} entry events released", err=True)
+            click.echo(f"lane {lane}: {released}/{total} entry {'event' if total == 1 else 'events'} released",
+                       err=True)
 
     return log_listener, lambda: None
 
@@ -75,7 +76,7 @@ def run_command(config_path: str, json_output: bool, dry_run: bool, beam_args: t
     Arguments after -- go to Apache Beam as pipeline options, e.g.
     -- --runner=DataflowRunner --project=P --region=R --setup_file ./setup.py
     """
-    from replayer.run import plan_lines, run_replay, summary_lines
+    from replayer.run import count_of, plan_lines, run_replay, summary_lines
 
     overrides = {key: value for key, value in options.items() if value not in (None, ())}
     for option in ("where", "skip_phase"):
@@ -121,5 +122,6 @@ def run_command(config_path: str, json_output: bool, dry_run: bool, beam_args: t
             print_summary(result.report)
         pacing = result.run_meta["pacing"]
         click.echo(f"pacing lateness p50 {pacing['p50_ms']} ms, p99 {pacing['p99_ms']} ms, max "
-                   f"{pacing['max_ms']} ms over {pacing['releases']} releases; output in {result.out_dir}")
+                   f"{pacing['max_ms']} ms over {count_of(pacing['releases'], 'release')}; "
+                   f"output in {result.out_dir}")
     return result.exit_code

@@ -8,6 +8,7 @@ and exits non-zero, with the traceback only under ``--debug``.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
@@ -46,8 +47,24 @@ def _register_subcommands() -> None:
                 raise
 
 
+# google-api-core (2.44 checked) warns once per Google client package imported
+# when the running Python nears or passes its end of life, so a command on
+# Python 3.10 printed several of these before its own output. All three
+# variants (deprecated, past end of life, unsupported) start with this text.
+_PYTHON_SUPPORT_WARNING = r"You are using a (non-supported )?Python version"
+_PYTHON_SUPPORT_WARNING_MODULE = r"google\.api_core\."
+
+
+def silence_python_support_warnings() -> None:
+    """Ignore google-api-core's Python end-of-support FutureWarning; every other warning still shows."""
+    warnings.filterwarnings("ignore", message=_PYTHON_SUPPORT_WARNING, category=FutureWarning,
+                            module=_PYTHON_SUPPORT_WARNING_MODULE)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``replay`` console script."""
+    # Before the subcommands import the Google clients, which warn at import.
+    silence_python_support_warnings()
     _register_subcommands()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args

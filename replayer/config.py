@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from replayer.errors import ConfigError
+from replayer.errors import ConfigError, extra_for_missing_module, install_hint
 from schemas import MISSING, DateRule, EventValidationError, resolve_pointer, split_pointer
 from schemas._event import PHASE_PATTERN
 
@@ -305,10 +305,34 @@ class _Locator:
         return ConfigError(f"{self.file}:{line}: {message[len(prefix):]}", key=error.key)
 
     def error(self, key: str, value: Any, problem: str, *, table: str | None = None,
-              index: int = 0, dotted: str | None = None) -> ConfigError:
+              index: int = 0, dotted: str | None = None, scope: str | None = None) -> ConfigError:
+        """Build the error for ``key = value``; ``scope`` names the table it is in (a processor)."""
         line = self.line_of(key.split(".")[-1], table=table, index=index)
         where = f"{self.file}:{line}" if line else self.file
+        if scope is not None:
+            where = f"{where}: {scope}"
         return ConfigError(f"{where}: key {dotted or key!r} = {value!r} {problem}")
+
+
+_ORDINAL_SUFFIXES = {1: "st", 2: "nd", 3: "rd"}
+
+
+def _ordinal(number: int) -> str:
+    """Return ``1st``, ``2nd``, ``3rd``, ``4th``, ..., ``11th``, ``21st``."""
+    suffix = "th" if 10 <= number % 100 <= 20 else _ORDINAL_SUFFIXES.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
+def processor_label(index: int, name: Any = None) -> str:
+    """Name the ``[[processors]]`` table at ``index`` (from 0) for messages, counting from 1 as people do.
+
+    ``processor 'analytics' (8th [[processors]] table)``, or only the
+    position when the table has no usable name.
+    """
+    table = f"{_ordinal(index + 1)} [[processors]] table"
+    if isinstance(name, str) and name:
+        return f"processor {name!r} ({table})"
+    return table
 
 
 # --------------------------------------------------------------------------- parsing
@@ -403,18 +427,19 @@ def parse_config(text: str, *, file: str = "<replay.toml>", import_targets: bool
             except ConfigError as error:
                 raise where.error("target", processor.target, f"cannot be imported: {error}",
                                   table="processors", index=index,
-                                  dotted=f"processors[{index}].target") from error
+                                  scope=processor_label(index, processor.name)) from error
     return config
 
 
 def _reject_unknown(where: _Locator, table: Mapping[str, Any], allowed: frozenset[str], *,
-                    table_name: str | None, index: int = 0, prefix: str = "") -> None:
+                    table_name: str | None, index: int = 0, prefix: str = "",
+                    scope: str | None = None) -> None:
     for key in table:
         if key not in allowed:
             raise where.error(
                 key, table[key],
                 f"is not a known key; allowed here: {', '.join(sorted(allowed))}",
-                table=table_name, index=index, dotted=f"{prefix}{key}",
+                table=table_name, index=index, dotted=f"{prefix}{key}", scope=scope,
             )
 
 
@@ -605,14 +630,14 @@ def pointer_problem(pointer: Any) -> str | None:
 
 
 def _parse_processor(where: _Locator, index: int, entry: Any, phases: tuple[str, ...]) -> ProcessorConfig:
-    prefix = f"processors[{index}]."
-
-    def fail(key: str, value: Any, problem: str) -> ConfigError:
-        return where.error(key, value, problem, table="processors", index=index, dotted=prefix + key)
-
     if not isinstance(entry, dict):
         raise where.error("processors", entry, "entries must be tables ([[processors]])")
-    _reject_unknown(where, entry, _PROCESSOR_KEYS, table_name="processors", index=index, prefix=prefix)
+    scope = processor_label(index, entry.get("name"))
+
+    def fail(key: str, value: Any, problem: str) -> ConfigError:
+        return where.error(key, value, problem, table="processors", index=index, scope=scope)
+
+    _reject_unknown(where, entry, _PROCESSOR_KEYS, table_name="processors", index=index, scope=scope)
     for key in ("name", "phase", "adapter"):
         if not isinstance(entry.get(key), str) or not entry.get(key):
             raise fail(key, entry.get(key), "is required and must be a non-empty string")
@@ -670,12 +695,14 @@ def _parse_processor(where: _Locator, index: int, entry: Any, phases: tuple[str,
 
 
 def _reject_duplicate_names(where: _Locator, processors: tuple[ProcessorConfig, ...]) -> None:
-    seen: set[str] = set()
+    first_index: dict[str, int] = {}
     for index, processor in enumerate(processors):
-        if processor.name in seen:
-            raise where.error("name", processor.name, "is used by two processors; names must be unique",
-                              table="processors", index=index, dotted=f"processors[{index}].name")
-        seen.add(processor.name)
+        if processor.name in first_index:
+            first = _ordinal(first_index[processor.name] + 1)
+            raise where.error("name", processor.name,
+                              f"is also the name of the {first} [[processors]] table; names must be unique",
+                              table="processors", index=index, scope=processor_label(index, processor.name))
+        first_index[processor.name] = index
 
 
 def _parse_diff_table(table: Any, file: str, parser_name: str, **options: Any) -> Any:
@@ -714,7 +741,11 @@ def resolve_target(processor: ProcessorConfig, *, base_dir: Path | None = None) 
         with publish_guard():
             module = _import_module(module_name, base)
     except Exception as error:  # any import-time failure of user code is a config problem
-        raise ConfigError(f"importing {module_name!r} failed with {type(error).__name__}: {error}") from error
+        message = f"importing {module_name!r} failed with {type(error).__name__}: {error}"
+        extra = extra_for_missing_module(error)
+        if extra is not None:
+            message += f"; install the {extra} extra: {install_hint(extra)}"
+        raise ConfigError(message) from error
     value: Any = module
     for part in attribute.split("."):
         if not hasattr(value, part):

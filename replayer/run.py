@@ -367,20 +367,27 @@ def run_replay(config: ReplayConfig | str | Path, *, on_plan: Callable[[ReplayPl
                      exit_code=exit_code, summary=tuple(summarize_calls(calls)))
 
 
+def count_of(count: int, noun: str) -> str:
+    """Return ``count`` and ``noun``, with an ``s`` unless the count is 1: ``1 entry event``, ``0 entry events``."""
+    return f"{count} {noun if count == 1 else noun + 's'}"
+
+
 def plan_lines(plan: ReplayPlan) -> list[str]:
     """Human-readable lines of a plan (dry run, and before a run starts)."""
     description = plan.describe()
-    lines = [f"mode {description['mode']}, speed {description['speed']}, dates "
-             f"{', '.join(description['dates'])}, phases {', '.join(description['phases'])}"]
+    dates, phases = description["dates"], description["phases"]
+    lines = [f"mode {description['mode']}, speed {description['speed']}, "
+             f"{'date' if len(dates) == 1 else 'dates'} {', '.join(dates)}, "
+             f"{'phase' if len(phases) == 1 else 'phases'} {', '.join(phases)}"]
     for row in description["entry_events"]:
-        lines.append(f"  {row['phase']}/{row['processor']}: {row['events']} entry events")
+        lines.append(f"  {row['phase']}/{row['processor']}: {count_of(row['events'], 'entry event')}")
     lines.append(f"planned duration {description['planned_duration_s']:.3f} s "
-                 f"({description['gaps_shortened']} gaps shortened, {description['out_of_order']} events "
-                 "out of time order in the archive)")
+                 f"({count_of(description['gaps_shortened'], 'gap')} shortened, "
+                 f"{count_of(description['out_of_order'], 'event')} out of time order in the archive)")
     if not plan.entries:
         damaged = len(plan.read_stats["damaged"])
-        lines.append(f"warning: {nothing_to_replay(plan)}"
-                     + (f"; {damaged} damaged archive files were skipped" if damaged else ""))
+        skipped = f"{count_of(damaged, 'damaged archive file')} {'was' if damaged == 1 else 'were'} skipped"
+        lines.append(f"warning: {nothing_to_replay(plan)}" + (f"; {skipped}" if damaged else ""))
     return lines
 
 

@@ -15,6 +15,7 @@ from replayer.config import (
     load_config,
     load_diff_config,
     parse_where,
+    processor_label,
     resolve_dates,
     select_phases,
 )
@@ -84,21 +85,47 @@ def test_unknown_top_level_key(tmp_path):
 def test_unknown_processor_key(tmp_path):
     """An unknown key inside [[processors]] names its index and line."""
     message = _reject(tmp_path, VALID.replace("stateful = true", "statefull = true"))
-    assert ":25: key 'processors[1].statefull' = True is not a known key" in message
+    assert ":25: processor 'orchestrator' (2nd [[processors]] table): key 'statefull' = True is not a known key" \
+        in message
 
 
 def test_unknown_phase(tmp_path):
     """A processor in a phase that is not listed is rejected with the phases allowed."""
     message = _reject(tmp_path, VALID.replace('phase = "phase3"', 'phase = "phase9"'))
-    assert "key 'processors[1].phase' = 'phase9' is not a known phase; phases are phase2" in message
+    assert ("processor 'orchestrator' (2nd [[processors]] table): key 'phase' = 'phase9' is not a known phase; "
+            "phases are phase2") in message
     assert ":21:" in message
+
+
+def test_processor_without_name(tmp_path):
+    """A [[processors]] table without a name is named by its position, counted from 1."""
+    message = _reject(tmp_path, VALID.replace('name = "orchestrator"\n', ""))
+    assert (":19: 2nd [[processors]] table: key 'name' = None is required and must be a non-empty string"
+            in message)
+
+
+def test_duplicate_processor_name(tmp_path):
+    """A second processor with a taken name points at both tables."""
+    message = _reject(tmp_path, VALID.replace('name = "orchestrator"', 'name = "box_scores"'))
+    assert (":20: processor 'box_scores' (2nd [[processors]] table): key 'name' = 'box_scores' is also the name "
+            "of the 1st [[processors]] table; names must be unique") in message
+
+
+@pytest.mark.parametrize("index, expected", [
+    (0, "1st"), (1, "2nd"), (2, "3rd"), (3, "4th"), (10, "11th"), (11, "12th"), (12, "13th"), (20, "21st"),
+    (21, "22nd"), (110, "111th"),
+])
+def test_processor_label_ordinals(index, expected):
+    """Positions in messages count from 1 with English ordinal suffixes."""
+    assert processor_label(index, "p") == f"processor 'p' ({expected} [[processors]] table)"
 
 
 def test_target_not_importable(tmp_path):
     """A target whose module does not import is rejected before the run."""
     message = _reject(tmp_path, VALID.replace("tests.topology.processors:orchestrator",
                                               "tests.topology.nope:orchestrator"))
-    assert "key 'processors[1].target' = 'tests.topology.nope:orchestrator' cannot be imported" in message
+    assert ("processor 'orchestrator' (2nd [[processors]] table): key 'target' = "
+            "'tests.topology.nope:orchestrator' cannot be imported") in message
     assert "ModuleNotFoundError" in message
 
 
@@ -112,7 +139,8 @@ def test_bad_adapter(tmp_path):
     """An adapter outside callable/wsgi/http is rejected with the choices."""
     message = _reject(tmp_path, VALID.replace('adapter = "callable"\ntarget = "tests.topology.processors:box',
                                               'adapter = "grpc"\ntarget = "tests.topology.processors:box'))
-    assert "key 'processors[0].adapter' = 'grpc' is not an adapter; use one of callable, wsgi, http" in message
+    assert ("processor 'box_scores' (1st [[processors]] table): key 'adapter' = 'grpc' is not an adapter; "
+            "use one of callable, wsgi, http") in message
 
 
 def test_bad_speed(tmp_path):
@@ -125,7 +153,8 @@ def test_http_needs_url(tmp_path):
     """The http adapter needs a URL."""
     message = _reject(tmp_path, VALID.replace('adapter = "callable"\ntarget = "tests.topology.processors:box',
                                               'adapter = "http"\ntarget = "tests.topology.processors:box'))
-    assert "key 'processors[0].url' = None is required for the http adapter" in message
+    assert "processor 'box_scores' (1st [[processors]] table): key 'url' = None is required for the http adapter" \
+        in message
 
 
 ROUTED = VALID + """\
@@ -289,16 +318,20 @@ def test_strict_key_and_override(tmp_path):
 
 @pytest.mark.parametrize("old, new, expected", [
     ('subscribes = ["raw-games"]', 'subscribes = ["raw-games"]\nurl = "http://127.0.0.1:1/"',
-     ":18: key 'processors[0].url' = 'http://127.0.0.1:1/' is read only with adapter = 'http', "
+     ":18: processor 'box_scores' (1st [[processors]] table): key 'url' = 'http://127.0.0.1:1/' is read only "
+     "with adapter = 'http', "
      "not adapter = 'callable'"),
     ('subscribes = ["raw-games"]', 'subscribes = ["raw-games"]\npath = "/push"',
-     ":18: key 'processors[0].path' = '/push' is read only with adapter = 'wsgi'"),
+     ":18: processor 'box_scores' (1st [[processors]] table): key 'path' = '/push' is read only with "
+     "adapter = 'wsgi'"),
     ('adapter = "callable"\ntarget = "tests.topology.processors:box',
      'adapter = "http"\nurl = "http://127.0.0.1:1/"\ntarget = "tests.topology.processors:box',
-     ":17: key 'processors[0].target' = 'tests.topology.processors:box_scores' is read only with "
+     ":17: processor 'box_scores' (1st [[processors]] table): key 'target' = "
+     "'tests.topology.processors:box_scores' is read only with "
      "adapter = 'callable' or adapter = 'wsgi', not adapter = 'http'"),
     ('stateful = true', 'stateful = true\nauth_header = "Bearer secret"',
-     ":26: key 'processors[1].auth_header' = '<redacted>' is read only with adapter = 'http'"),
+     ":26: processor 'orchestrator' (2nd [[processors]] table): key 'auth_header' = '<redacted>' is read only "
+     "with adapter = 'http'"),
 ])
 def test_adapter_keys_rejected(tmp_path, old, new, expected):
     """A key that the processor's adapter never reads is rejected instead of silently ignored."""
@@ -381,7 +414,7 @@ def test_filter_invalid_pointer(tmp_path):
     """A processor filter with an invalid JSON pointer is rejected."""
     message = _reject(tmp_path, VALID.replace('filter = { attribute = "scraper", equals = "bdl" }',
                                               'filter = { pointer = "/x~y", equals = "bdl" }'))
-    assert "key 'processors[0].filter'" in message
+    assert ":18: processor 'box_scores' (1st [[processors]] table): key 'filter' = " in message
     assert "is not a valid JSON pointer" in message
 
 

@@ -383,7 +383,7 @@ def test_duplicate_publish(tmp_path, archive, capsys):
     cells = [cell.strip() for cell in row.strip("│").split("│")]
     assert cells[:4] == ["phase2", "phase2-complete", "6", "7"]
     assert cells[8] == "0/1"
-    assert "FAIL: 1 failed checks, exit code 1" in out
+    assert "FAIL: 1 failed check, exit code 1" in out
     assert "duplicate outputs in the replay" in out
     [latency] = [text for text in out.splitlines() if text.startswith("│ phase2") and "box_scores" in text]
     cells = [cell.strip() for cell in latency.strip("│").split("│")]

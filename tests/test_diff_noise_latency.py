@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import html
+import io
 import json
 
 import pytest
 
 from replayer.diff import DiffRules, build_report, latency_stats, learn_noise, match_outputs, parse_thresholds
+from replayer.diff import print_summary
 from replayer.diff.latency import CRITICAL, OK, WARN, latency_rows
+from replayer.diff.report_html import END_TO_END_CAPTION, render_html
+from replayer.diff.summary import END_TO_END_NOTE
 from schemas import Direction, RecordedEvent
 
 DAY = dt.date(2024, 3, 9)
@@ -110,6 +115,65 @@ def test_end_to_end_cascade():
     [end] = report.end_to_end
     assert (end.recorded_s, end.replayed_s, end.status) == (9.0, 4.0, CRITICAL)
     assert report.exit_code == 1
+
+
+def _cascade_report(replayed_at_micros, recorded_at_micros=9_000_000, thresholds=None, out_dir=None):
+    entry = RecordedEvent(event_id="m0", logical_date=DAY, phase="phase2", direction=Direction.INPUT,
+                          publish_time=1_710_000_000_000_000, data=b"{}", source="sdk", processor="p2")
+    recorded = [entry, output("a", {"v": 1}, cause="m0", at_micros=recorded_at_micros, phase="phase3")]
+    replayed = [output("r", {"v": 1}, cause="m0", at_micros=replayed_at_micros, phase="phase3")]
+    return build_report(recorded_events=recorded, replayed_events=replayed,
+                        run_meta={"mode": "cascade", "phases": ["phase2", "phase3"]},
+                        thresholds=parse_thresholds(thresholds or {}), out_dir=out_dir)
+
+
+def test_end_to_end_rounded_to_milliseconds(tmp_path):
+    """recorded_s and replayed_s are rounded to 3 decimals in the report and in report.json."""
+    report = _cascade_report(327_022_991, recorded_at_micros=513_000_400, out_dir=tmp_path)
+    [end] = report.end_to_end
+    assert (end.recorded_s, end.replayed_s) == (513.0, 327.023)
+    [row] = json.loads((tmp_path / "report.json").read_text())["latency"]["end_to_end"]
+    assert (row["recorded_s"], row["replayed_s"]) == (513.0, 327.023)
+
+
+def test_end_to_end_status_follows_rounded_value():
+    """A span that rounds to the limit is not above it, so the status agrees with the printed number."""
+    at_limit = _cascade_report(3_000_400, thresholds={"end_to_end": {"critical_s": 3.0}})
+    above = _cascade_report(3_000_600, thresholds={"end_to_end": {"critical_s": 3.0}})
+    assert [(end.replayed_s, end.status) for end in at_limit.end_to_end] == [(3.0, OK)]
+    assert [(end.replayed_s, end.status) for end in above.end_to_end] == [(3.001, CRITICAL)]
+
+
+def test_end_to_end_html_labels_simulated():
+    """report.html prints the spans with 3 decimals under a replayed (simulated) header and explains them."""
+    page = render_html(_cascade_report(327_022_991, thresholds={"end_to_end": {"warn_s": 400}}))
+    section = page[page.index("<h3>End to end per date</h3>"):]
+    assert "<th>replayed s (simulated)</th>" in section
+    assert html.escape(END_TO_END_CAPTION) in section
+    assert '<td class="num">9.000</td><td class="num">327.023</td><td>warn 400 s</td>' in section
+    assert "327.022991" not in page
+
+
+def test_end_to_end_terminal_table():
+    """The terminal summary has an end-to-end table with a replayed (simulated) column and a note."""
+    buffer = io.StringIO()
+    print_summary(_cascade_report(327_022_991), file=buffer, width=160)
+    text = buffer.getvalue()
+    assert "End to end per date (s)" in text
+    assert "replayed (simulated)" in text
+    assert "327.023" in text
+    assert " ".join(END_TO_END_NOTE.split()) in " ".join(text.split())
+
+
+def test_end_to_end_terminal_absent_in_isolated():
+    """Without end-to-end rows (isolated mode) the terminal summary prints no end-to-end table."""
+    entry = RecordedEvent(event_id="m0", logical_date=DAY, phase="phase2", direction=Direction.INPUT,
+                          publish_time=1_710_000_000_000_000, data=b"{}", source="sdk", processor="p2")
+    report = build_report(recorded_events=[entry], replayed_events=[output("r", {"v": 1}, cause="m0")],
+                          run_meta={"mode": "isolated", "phases": ["phase2", "phase3"]})
+    buffer = io.StringIO()
+    print_summary(report, file=buffer, width=160)
+    assert "End to end" not in buffer.getvalue()
 
 
 # --- each threshold sets the exit code, and each limit is configurable ------------

@@ -5,8 +5,10 @@ Recorded handling time comes from the recorded INPUT events'
 measured it; otherwise from causation pairs: the first output's publish time
 minus the input's first publish time, so a redelivery or a duplicate output
 never stretches or shortens it. Replayed handling time comes from the replay's
-call records. In cascade mode the end-to-end time per date runs from the first
-entry input to the last output.
+call records. In cascade mode :func:`end_to_end` measures, per date, the span
+from the first recorded entry input to the last output on each side.
+:class:`EndToEnd` says what the replayed span is, which is not the replay's
+wall time.
 """
 
 from __future__ import annotations
@@ -101,7 +103,20 @@ class LatencyRow:
 
 @dataclasses.dataclass(frozen=True)
 class EndToEnd:
-    """First entry input to last output of one logical date, recorded and replayed, in seconds."""
+    """Span of one logical date from its first entry input to its last output, in seconds (3 decimals).
+
+    Both spans start at the publish time of the date's first recorded INPUT of
+    the entry phase. ``recorded_s`` ends at the last recorded OUTPUT's publish
+    time, so it contains production's Pub/Sub delivery, queueing and
+    scheduling delays. ``replayed_s`` ends at the last replayed OUTPUT's
+    publish time, and the lane sets a replayed output's publish time to that
+    of the message the call received plus the call's time until the publish.
+    So it is the recorded offset of the entry event that started the chain
+    plus the replayed handling times along the chain. It is not the wall time
+    the replay took (``run.elapsed_s``), it leaves out delivery and queueing,
+    and pacing (``--speed``) does not change it. ``threshold`` is checked
+    against ``replayed_s``.
+    """
 
     logical_date: dt.date
     recorded_s: float | None
@@ -204,7 +219,11 @@ def latency_rows(recorded_events: Iterable[RecordedEvent], calls: Iterable[Mappi
 
 def end_to_end(recorded_events: Sequence[RecordedEvent], replayed_events: Sequence[RecordedEvent],
                *, entry_phase: str, thresholds: Thresholds) -> list[EndToEnd]:
-    """Per logical date: first entry input (publish time) to the last recorded and replayed output."""
+    """Per logical date: first recorded entry input to the last recorded and the last replayed output.
+
+    The spans are rounded to milliseconds before the threshold is applied,
+    so the status agrees with the number the report prints.
+    """
     entry: dict[dt.date, int] = {}
     last_recorded: dict[dt.date, int] = {}
     last_replayed: dict[dt.date, int] = {}
@@ -220,8 +239,8 @@ def end_to_end(recorded_events: Sequence[RecordedEvent], replayed_events: Sequen
     rows = []
     for day in sorted(entry):
         start = entry[day]
-        recorded_s = (last_recorded[day] - start) / 1e6 if day in last_recorded else None
-        replayed_s = (last_replayed[day] - start) / 1e6 if day in last_replayed else None
+        recorded_s = round((last_recorded[day] - start) / 1e6, 3) if day in last_recorded else None
+        replayed_s = round((last_replayed[day] - start) / 1e6, 3) if day in last_replayed else None
         rows.append(EndToEnd(day, recorded_s, replayed_s, thresholds.end_to_end,
                              judge(replayed_s, thresholds.end_to_end)))
     return rows

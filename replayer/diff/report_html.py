@@ -65,6 +65,28 @@ def _ms(stats: Any, name: str) -> str:
     return "" if stats is None else f"{getattr(stats, name):.1f}"
 
 
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _limits(warn_s: float | None, critical_s: float | None) -> str:
+    """Return ``warn 2 s, critical 10 s`` with the limits that are set, or ``none``."""
+    parts = [f"{name} {value:g} s" for name, value in (("warn", warn_s), ("critical", critical_s))
+             if value is not None]
+    return ", ".join(parts) or "none"
+
+
+# Shown under the end-to-end table, because a reader takes "replayed s" for the
+# replay's wall time otherwise. EndToEnd in replayer/diff/latency.py is the source.
+END_TO_END_CAPTION = (
+    "From the date's first recorded entry input to its last output. Recorded: production's publish times, "
+    "with Pub/Sub delivery and queueing. Replayed (simulated): the lane gives each replayed output the publish "
+    "time of the entry event that started its chain plus the replayed handling time of every call on the "
+    "way, so this is not how long the replay took, and --speed does not change it. "
+    "[thresholds.end_to_end] is checked against the replayed span."
+)
+
+
 def latency_chart(report: "Report") -> str:
     """Return an inline SVG with recorded and replayed p95 handling time per phase."""
     items = [(item.phase, item.recorded.p95_ms if item.recorded else None,
@@ -150,7 +172,7 @@ def _latency(report: "Report") -> str:
     rows = []
     for row in report.latency:
         threshold = row.threshold
-        limits = f"{threshold.statistic}: warn {threshold.warn_s} s, critical {threshold.critical_s} s"
+        limits = f"{threshold.statistic}: {_limits(threshold.warn_s, threshold.critical_s)}"
         rows.append((_e(row.phase), _e(row.processor), row.recorded.count if row.recorded else "",
                      _ms(row.recorded, "p50_ms"), _ms(row.recorded, "p95_ms"), _ms(row.recorded, "max_ms"),
                      row.replayed.count if row.replayed else "", _ms(row.replayed, "p50_ms"),
@@ -158,11 +180,14 @@ def _latency(report: "Report") -> str:
                      _e(limits), f'<span class="status-{_e(row.status)}">{_e(row.status)}</span>'))
     headers = ["phase", "processor", "rec n", "rec p50 ms", "rec p95 ms", "rec max ms", "rep n", "rep p50 ms",
                "rep p95 ms", "rep max ms", "rep total ms", "threshold", "status"]
-    ends = [(_e(end.logical_date), _e(end.recorded_s), _e(end.replayed_s),
+    ends = [(_e(end.logical_date), _seconds(end.recorded_s), _seconds(end.replayed_s),
+             _e(_limits(end.threshold.warn_s, end.threshold.critical_s)),
              f'<span class="status-{_e(end.status)}">{_e(end.status)}</span>') for end in report.end_to_end]
     end_table = ""
     if report.end_to_end:
-        end_table = "<h3>End to end per date</h3>" + _table(["date", "recorded s", "replayed s", "status"], ends, (1, 2))
+        end_headers = ["date", "recorded s", "replayed s (simulated)", "threshold", "status"]
+        end_table = (f"<h3>End to end per date</h3><p>{_e(END_TO_END_CAPTION)}</p>"
+                     + _table(end_headers, ends, (1, 2)))
     caption = "<p>p95 handling time per phase, all processors together (milliseconds).</p>"
     return (f'<section id="latency"><h2>Latency</h2>{caption}{latency_chart(report)}'
             f"{_table(headers, rows, range(2, 11))}{end_table}</section>")

@@ -1,4 +1,4 @@
-"""Terminal summary of a report: rich tables of outputs per topic, latency and failed checks."""
+"""Terminal summary of a report: rich tables of outputs per topic, latency, end to end and failed checks."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, TextIO
 from replayer.diff.checks import FAIL
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from replayer.diff.report import Report
 
 _LOG_WIDTH = 160
@@ -58,6 +60,9 @@ def print_summary(report: "Report", *, file: TextIO | None = None, width: int | 
             f"[{_STATUS_STYLE.get(row.status, '')}]{row.status}[/]",
         )
     console.print(latency)
+    if report.end_to_end:
+        console.print(_end_to_end_table(report))
+        console.print(f"[dim]{escape(END_TO_END_NOTE)}[/]")
 
     failed = [check for check in report.checks if check.status != "ok"]
     if failed:
@@ -73,7 +78,35 @@ def print_summary(report: "Report", *, file: TextIO | None = None, width: int | 
     verdict = "[bold green]PASS[/]" if report.exit_code == 0 else "[bold red]FAIL[/]"
     failures = sum(1 for check in report.checks if check.status == FAIL)
     where = report.files.get("report_html") or report.files.get("report_json") or "(not written)"
-    console.print(f"{verdict}: {failures} failed checks, exit code {report.exit_code}; report: {where}")
+    noun = "failed check" if failures == 1 else "failed checks"
+    console.print(f"{verdict}: {failures} {noun}, exit code {report.exit_code}; report: {where}")
+
+
+# The terminal form of report_html.END_TO_END_CAPTION.
+END_TO_END_NOTE = ("end to end: first recorded entry input to last output; replayed (simulated) = recorded "
+                   "entry times + replayed handling time, not wall time")
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _end_to_end_table(report: "Report") -> "Table":
+    """Return the table of end-to-end spans per date (cascade runs only)."""
+    from rich.table import Table
+
+    table = Table(title="End to end per date (s)")
+    for header in ("date", "recorded", "replayed (simulated)", "warn", "critical", "status"):
+        table.add_column(header, justify="left" if header in ("date", "status") else "right", overflow="fold")
+    for end in report.end_to_end:
+        threshold = end.threshold
+        table.add_row(
+            end.logical_date.isoformat(), _seconds(end.recorded_s), _seconds(end.replayed_s),
+            "" if threshold.warn_s is None else f"{threshold.warn_s:g}",
+            "" if threshold.critical_s is None else f"{threshold.critical_s:g}",
+            f"[{_STATUS_STYLE.get(end.status, '')}]{end.status}[/]",
+        )
+    return table
 
 
 def _problem_lines(report: "Report") -> list[str]:
