@@ -28,6 +28,9 @@ REPLAY_REQUIRES = [
     "time-machine>=2.13",
     "flask>=2.3",
     "requests>=2.31",
+    # Beam builds the package for Dataflow workers from --setup_file with
+    # setuptools, which Python 3.12 and newer no longer put in a new venv.
+    "setuptools>=61",
 ]
 
 TEST_REQUIRES = REPLAY_REQUIRES + [

@@ -218,7 +218,17 @@ def load_tap_config(path: str | Path, **overrides: Any) -> TapConfig:
         except KeyError as error:
             raise TapConfigError(f"{path}: [[subscriptions]] #{index + 1} has no {error.args[0]!r}") from error
     tap = document.get("tap", {})
+    allowed_tap = {"flush_max_messages", "flush_interval_secs", "max_outstanding_messages", "stats_interval_secs",
+                   "lease_extension_secs", "ordered_idle_secs", "connect_timeout_secs"}
+    if set(tap) - allowed_tap:
+        raise TapConfigError(f"{path}: unknown key(s) {sorted(set(tap) - allowed_tap)} in [tap]; "
+                             f"allowed: {', '.join(sorted(allowed_tap))}")
     redaction = document.get("redaction", {})
+    # A misspelt salt would silently weaken the hashing of redacted values.
+    allowed_redaction = {"pointers", "attributes", "mode", "salt"}
+    if set(redaction) - allowed_redaction:
+        raise TapConfigError(f"{path}: unknown key(s) {sorted(set(redaction) - allowed_redaction)} in "
+                             f"[redaction]; allowed: {', '.join(sorted(allowed_redaction))}")
     for key, archive_key in (("time_zone", "time_zone"), ("date_attribute", "date_attribute"),
                              ("date_pointer", "date_pointer")):
         value = overrides.pop(key, None)
@@ -238,8 +248,7 @@ def load_tap_config(path: str | Path, **overrides: Any) -> TapConfig:
         "codec": archive.get("codec"),
         "writer_id": archive.get("writer_id"),
     }
-    for key in ("flush_max_messages", "flush_interval_secs", "max_outstanding_messages", "stats_interval_secs",
-                "lease_extension_secs", "ordered_idle_secs", "connect_timeout_secs"):
+    for key in sorted(allowed_tap):
         if key in tap:
             values[key] = tap[key]
     values.update({key: value for key, value in overrides.items() if value is not None})

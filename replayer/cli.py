@@ -8,6 +8,7 @@ and exits non-zero, with the traceback only under ``--debug``.
 from __future__ import annotations
 
 import sys
+import traceback
 import warnings
 
 import click
@@ -79,17 +80,20 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(error.exit_code)
     except ReplayError as error:
         if debug:
-            raise
+            traceback.print_exc()
         click.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
     except Exception as error:  # the last guard: one line, unless --debug
         from recorder._storage import StorageError
 
         if debug:
-            raise
+            traceback.print_exc()
         if isinstance(error, StorageError):
             click.echo(f"error: {error}", err=True)
             sys.exit(2)
+        if debug:
+            click.echo(f"error: unexpected {type(error).__name__}: {error}", err=True)
+            sys.exit(1)
         click.echo(
             f"error: unexpected {type(error).__name__}: {error} (run with --debug for the traceback)",
             err=True,

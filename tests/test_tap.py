@@ -264,6 +264,15 @@ def test_toml_unknown_key_rejected(tmp_path):
         load_tap_config(path)
 
 
+@pytest.mark.parametrize("table, key", [("tap", "flush_max_msgs"), ("redaction", "salty")])
+def test_toml_unknown_table_key_rejected(tmp_path, table, key):
+    """A misspelt key in [tap] or [redaction] is rejected instead of silently falling back to a default."""
+    path = tmp_path / "tap.toml"
+    path.write_text(f'[archive]\nuri = "/tmp/a"\n[{table}]\n{key} = 1\n')
+    with pytest.raises(TapConfigError, match=rf"{key}.*\[{table}\]"):
+        load_tap_config(path)
+
+
 def test_ordered_messages_flushed_without_full_batch(tmp_path, topic, pubsub_emulator):
     """With ordering keys the client hands over one message per key, so batches are written when idle."""
     topic_path, subscriptions = topic
