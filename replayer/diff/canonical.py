@@ -30,8 +30,46 @@ _DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range
 _LONG_DIGIT_RUN = b"0" * 19
 
 
+# Payloads nested deeper than this are compared as bytes. The comparison, the
+# canonical text and Python's own == on containers recurse once (or more) per
+# level, and Python's recursion limit (1000 frames) would otherwise be hit at
+# about 500 levels; real pipeline payloads nest a few levels.
+MAX_DEPTH = 128
+
+
 class NotJson(ValueError):
     """The payload is not a JSON document; it is compared as bytes."""
+
+
+class TooDeep(NotJson):
+    """The payload nests deeper than :data:`MAX_DEPTH` levels; it is compared as bytes."""
+
+
+def _depth_exceeds(document: Any, limit: int) -> bool:
+    """Return True when ``document`` nests more than ``limit`` arrays or objects; iterative, stops early."""
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        kind = type(value)
+        if kind is dict:
+            children = value.values()
+        elif kind is list:
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if type(child) in (dict, list))
+    return False
+
+
+def _check_depth(data: bytes | str, document: Any) -> Any:
+    # Counting brackets is fast in C and bounds the depth, so most payloads skip the walk.
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and _depth_exceeds(document, MAX_DEPTH):
+        raise TooDeep(f"the payload nests deeper than {MAX_DEPTH} levels")
+    return document
 
 
 class JsonFloat(float):
@@ -49,11 +87,18 @@ class JsonFloat(float):
 
 
 def parse_exact(data: bytes | str) -> Any:
-    """Parse JSON keeping big integers exact and float texts; raise NotJson when it is not JSON."""
+    """Parse JSON keeping big integers exact and float texts.
+
+    Raise NotJson when it is not JSON, TooDeep (a NotJson) when it nests
+    deeper than :data:`MAX_DEPTH` levels.
+    """
     try:
-        return json.loads(data, parse_float=JsonFloat, parse_constant=JsonFloat)
-    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        document = json.loads(data, parse_float=JsonFloat, parse_constant=JsonFloat)
+    except RecursionError as error:
+        raise TooDeep(f"the payload nests deeper than {MAX_DEPTH} levels") from error
+    except (ValueError, UnicodeDecodeError) as error:
         raise NotJson(str(error)) from error
+    return _check_depth(data, document)
 
 
 def parse_fast(data: bytes) -> tuple[Any, bool]:
@@ -65,7 +110,7 @@ def parse_fast(data: bytes) -> tuple[Any, bool]:
     """
     if orjson is not None and _LONG_DIGIT_RUN not in data.translate(_DIGITS_AS_ZERO):
         try:
-            return orjson.loads(data), False
+            return _check_depth(data, orjson.loads(data)), False
         except orjson.JSONDecodeError:
             pass  # NaN, Infinity, 1e400 or not JSON at all: the exact parser decides
     return parse_exact(data), True

@@ -42,15 +42,28 @@ def _count_check(name: str, scope: Mapping[str, str], value: int, limit: int, wh
     return Check(name, dict(scope), value, limit, status, f"{where}: {value} {what} (limit {limit})")
 
 
+def _percents(value: float, limit: float) -> tuple[str, str]:
+    """Return value and limit as percentages with enough digits to tell two different numbers apart."""
+    for digits in range(1, 16):
+        shown = f"{value:.{digits}%}", f"{limit:.{digits}%}"
+        if value == limit or shown[0] != shown[1]:
+            return shown
+    return f"{value!r}", f"{limit!r}"
+
+
 def topic_checks(phase: str, topic: str | None, counts: MatchCounts, thresholds: Thresholds) -> list[Check]:
     """Check changed ratio, missing, extra, replayed duplicates and unmatchable outputs of one topic."""
     scope = {"phase": phase, "topic": topic or "(none)"}
     ratio = counts.changed_ratio
-    ratio_status = FAIL if ratio > thresholds.max_changed_ratio else OK
+    limit = thresholds.max_changed_ratio
+    ratio_status = FAIL if ratio > limit else OK
+    shown_ratio, shown_limit = _percents(ratio, limit)
+    # The value is not rounded: 1/3 against a limit of 0.333333 fails, and the
+    # value must show why.
     checks = [Check(
-        "changed_ratio", scope, round(ratio, 6), thresholds.max_changed_ratio, ratio_status,
+        "changed_ratio", scope, ratio, limit, ratio_status,
         f"phase {phase}, topic {scope['topic']}: {counts.changed} of {counts.matched} matched outputs "
-        f"changed ({ratio:.1%}, limit {thresholds.max_changed_ratio:.1%})",
+        f"changed ({shown_ratio}, limit {shown_limit})",
     )]
     checks.append(_count_check("missing", scope, counts.missing, thresholds.max_missing,
                                "recorded outputs missing in the replay"))

@@ -15,7 +15,8 @@
 - numbers inside strings are strings;
 - ignored paths are skipped, arrays at order-insensitive paths are compared
   as multisets of their items' canonical text;
-- payloads that are not JSON are compared as bytes.
+- payloads that are not JSON are compared as bytes, and so are payloads
+  nested deeper than ``MAX_DEPTH`` (128) levels; their difference carries a note.
 
 Differing numbers are reported in their original text
 (``10176718226607830673`` against ``10176718226607831000``), never re-rendered.
@@ -24,13 +25,16 @@ Differing numbers are reported in their original text
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import Any, Callable, Mapping
 
 from replayer.diff._paths import PatternState, escape_segment, to_pointer
 from replayer.diff.canonical import (
+    MAX_DEPTH,
     JsonFloat,
     NotJson,
+    TooDeep,
     Renderer,
     canonical_text,
     parse_exact,
@@ -53,6 +57,8 @@ _SCALAR_TYPES = (str, int, bool, type(None))
 # Two values of one of these types that are == in Python are equal JSON values.
 _EQUAL_BY_VALUE = frozenset((str, int, bool, type(None), float, JsonFloat))
 _MAX_EXACT_FLOAT_INT = 2**53
+# Relative slack added to abs_tol/rel_tol (documented in docs/report-format.md).
+TOLERANCE_SLACK = 1e-12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +69,8 @@ class FieldDiff:
     written (None when the field is absent on that side); for ``kind ==
     "bytes"`` they are previews of the raw payloads. ``part`` is ``data`` for
     the payload or ``attributes`` for a Pub/Sub attribute (``pointer`` is then
-    ``/<attribute name>``).
+    ``/<attribute name>``). ``note`` explains a ``bytes`` difference of two
+    payloads that are JSON but nest too deep to compare field by field.
     """
 
     pointer: str
@@ -71,11 +78,19 @@ class FieldDiff:
     replayed: str | None
     kind: str
     part: str = "data"
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the JSON form used in report.json and diffs.jsonl."""
-        return {"pointer": self.pointer, "part": self.part, "kind": self.kind,
+        """Return the JSON form used in report.json and diffs.jsonl (``note`` only when set)."""
+        data = {"pointer": self.pointer, "part": self.part, "kind": self.kind,
                 "recorded": self.recorded, "replayed": self.replayed}
+        if self.note is not None:
+            data["note"] = self.note
+        return data
+
+
+TOO_DEEP_NOTE = (f"a payload nests deeper than {MAX_DEPTH} levels, so the two were compared as bytes, "
+                 "not field by field")
 
 
 def _is_number(value: Any) -> bool:
@@ -105,7 +120,11 @@ def numbers_equal(recorded: int | float, replayed: int | float, *, abs_tol: floa
     right = float(replayed)
     if math.isinf(left) or math.isinf(right):
         return False
-    return abs(left - right) <= max(abs_tol, rel_tol * max(abs(left), abs(right)))
+    larger = max(abs(left), abs(right))
+    # The slack absorbs the rounding of decimal texts to binary floats, so the
+    # documented boundary holds: 1.0 against 1.1 with abs_tol 0.1 is equal
+    # although 1.1 - 1.0 is 0.10000000000000009 in floating point.
+    return abs(left - right) <= max(abs_tol, rel_tol * larger) + TOLERANCE_SLACK * larger
 
 
 def _is_big_int(value: int | float) -> bool:
@@ -330,6 +349,8 @@ def compare_payloads(recorded: bytes, replayed: bytes, rules: TopicRules) -> lis
     try:
         left, left_exact = parse_fast(recorded)
         right, right_exact = parse_fast(replayed)
+    except TooDeep:
+        return [FieldDiff("", _preview(recorded), _preview(replayed), "bytes", note=TOO_DEEP_NOTE)]
     except NotJson:
         return [FieldDiff("", _preview(recorded), _preview(replayed), "bytes")]
     exact = left_exact or right_exact
@@ -365,6 +386,10 @@ def _original_text_at(data: bytes, document: Any) -> Callable[[tuple[str, ...]],
     return lambda path: render(_resolve(exact, path))
 
 
+def _json_string(value: str | None) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
 def compare_attributes(recorded: Mapping[str, str], replayed: Mapping[str, str],
                        rules: TopicRules) -> list[FieldDiff]:
     """Compare Pub/Sub attributes (strings), skipping the topic's ignored attribute names."""
@@ -380,7 +405,9 @@ def compare_attributes(recorded: Mapping[str, str], replayed: Mapping[str, str],
         if left == right:
             continue
         kind = "missing" if right is None else "extra" if left is None else "changed"
-        diffs.append(FieldDiff("/" + escape_segment(name), left, right, kind, part="attributes"))
+        # JSON texts like payload values, so "1" (a string) reads as a string.
+        diffs.append(FieldDiff("/" + escape_segment(name), _json_string(left), _json_string(right), kind,
+                               part="attributes"))
     return diffs
 
 

@@ -10,6 +10,7 @@ import os
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
+from replayer.diff._text import xml_text
 from replayer.diff.checks import FAIL
 
 if TYPE_CHECKING:
@@ -67,8 +68,22 @@ def build_junit(report: "Report") -> ET.ElementTree:
         element.set("tests", str(tests))
         element.set("failures", str(failures))
         element.set("errors", "0")
+    _make_xml_safe(root)
     ET.indent(root)
     return ET.ElementTree(root)
+
+
+def _make_xml_safe(root: ET.Element) -> None:
+    """Rewrite characters XML 1.0 cannot hold (NUL, ESC, U+FFFE) as text; topics come from recorded data.
+
+    ElementTree escapes ``<`` and ``&`` but writes these characters raw, and
+    a CI system then rejects the whole file.
+    """
+    for element in root.iter():
+        for name, value in element.attrib.items():
+            element.set(name, xml_text(value))
+        if element.text:
+            element.text = xml_text(element.text)
 
 
 def write_junit(report: "Report", path: str | os.PathLike) -> None:

@@ -26,7 +26,7 @@ import json
 from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
 
-from replayer.diff.canonical import NotJson, canonical_text, parse_fast
+from replayer.diff.canonical import NotJson, TooDeep, canonical_text, parse_fast
 from replayer.diff.compare import FieldDiff, compare_events
 from replayer.diff.rules import DiffRules, TopicRules
 from schemas import MISSING, RecordedEvent, resolve_pointer
@@ -188,6 +188,8 @@ def _key_by_pointers(event: RecordedEvent, rules: TopicRules) -> tuple[str | Non
     """Return ``(key, None)`` or ``(None, reason)`` for a topic with configured keys."""
     try:
         document, _ = parse_fast(event.data)
+    except TooDeep as error:
+        return None, f"{error}, so the configured key pointers are not read"
     except NotJson:
         return None, "payload is not JSON, so the configured key pointers cannot be read"
     values = []
@@ -296,11 +298,15 @@ class _GroupMatcher:
                        *, numbered: bool) -> None:
         for ordinal, (recorded, replayed) in enumerate(zip(left, right)):
             self.pair(f"{key} #{ordinal}" if numbered else key, recorded, replayed)
+        shared = min(len(left), len(right))
         for side, events in ((RECORDED, left), (REPLAYED, right)):
-            for ordinal in range(min(len(left), len(right)), len(events)):
+            if len(events) <= shared:
+                continue
+            first_copies = self.first_copies(events)
+            for ordinal in range(shared, len(events)):
                 event = events[ordinal]
                 label = f"{key} #{ordinal}" if numbered else key
-                first = self.earlier_copy(events, ordinal)
+                first = first_copies[ordinal]
                 if first is not None:
                     self.entry("duplicate", label, side=side, duplicate_of=first.event_id,
                                **{f"{side}_event_id": event.event_id})
@@ -309,13 +315,19 @@ class _GroupMatcher:
                 else:
                     self.entry("extra", label, replayed_event_id=event.event_id)
 
-    def earlier_copy(self, events: Sequence[RecordedEvent], ordinal: int) -> RecordedEvent | None:
-        """Return an earlier output on the same side with the same content, if any."""
-        target = self.fingerprint(events[ordinal])
-        for event in events[:ordinal]:
-            if self.fingerprint(event) == target:
-                return event
-        return None
+    def first_copies(self, events: Sequence[RecordedEvent]) -> list[RecordedEvent | None]:
+        """For each output, the first earlier output on the same side with the same content, or None.
+
+        One pass with a dictionary by canonical content, so a call that
+        published many outputs costs linear time, not quadratic.
+        """
+        first_by_content: dict[str, RecordedEvent] = {}
+        copies: list[RecordedEvent | None] = []
+        for event in events:
+            content = self.fingerprint(event)
+            copies.append(first_by_content.get(content))
+            first_by_content.setdefault(content, event)
+        return copies
 
 
 def match_outputs(

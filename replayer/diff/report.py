@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 
 from recorder._logging import get_logger
+from replayer.diff.canonical import MAX_DEPTH
 from replayer.diff.causes import explain_missing
 from replayer.diff.checks import (
     FAIL,
@@ -26,6 +27,7 @@ from replayer.diff.checks import (
     topic_checks,
     validation_checks,
 )
+from replayer.diff.compare import TOO_DEEP_NOTE
 from replayer.diff.latency import (
     EndToEnd,
     LatencyRow,
@@ -83,6 +85,8 @@ class Report:
     rules: DiffRules
     thresholds: Thresholds
     files: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Things a reader must not miss although no check failed (see _warnings).
+    warnings: tuple[str, ...] = ()
 
     @property
     def failed_checks(self) -> tuple[Check, ...]:
@@ -171,6 +175,24 @@ def _run_summary(run_meta: Mapping[str, Any], skipped_outputs: int, elapsed_s: f
     return summary
 
 
+def _warnings(match: MatchResult) -> tuple[str, ...]:
+    """Return the warnings of a report: nothing compared, payloads compared as bytes for their depth."""
+    warnings = []
+    totals = match.counts
+    if totals.recorded_outputs == 0 and totals.replayed_outputs == 0:
+        warnings.append("no outputs were compared: the selected phases, processors and dates have no recorded "
+                        "or replayed outputs; check --phases, --where and --date")
+    elif totals.matched == 0:
+        warnings.append(f"no outputs were compared: none of the {totals.recorded_outputs} recorded and "
+                        f"{totals.replayed_outputs} replayed outputs could be paired")
+    too_deep = sum(1 for entry in match.entries() for diff in entry.diffs if diff.note == TOO_DEEP_NOTE)
+    if too_deep:
+        pairs = "pair was" if too_deep == 1 else "pairs were"
+        warnings.append(f"{too_deep} output {pairs} compared as bytes because a payload nests deeper than "
+                        f"{MAX_DEPTH} levels")
+    return tuple(warnings)
+
+
 def build_report(
     *,
     recorded_events: Iterable[RecordedEvent],
@@ -245,7 +267,10 @@ def build_report(
         checks=tuple(checks),
         rules=golden_rules,
         thresholds=thresholds,
+        warnings=_warnings(match),
     )
+    for warning in report.warnings:
+        log.warning("report.warning", phase=",".join(order), message=warning)
     if out_dir is not None:
         report = write_reports(report, out_dir, junit_xml=junit_xml, write_html=write_html)
     log.info("report.finished", phase=",".join(order), records=len(outputs) + len(replayed),

@@ -12,6 +12,8 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from replayer.diff._text import visible
+
 if TYPE_CHECKING:
     from replayer.diff.report import Report
 
@@ -38,7 +40,9 @@ code { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; font-size:
 
 
 def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    # Control characters are shown as \u0000 text: a raw NUL or escape byte is
+    # invalid in HTML and invisible to the reader.
+    return html.escape(visible("" if value is None else str(value)), quote=True)
 
 
 def _short(text: str | None) -> str:
@@ -141,6 +145,8 @@ def _summary(report: "Report") -> str:
                       + ", ".join(f"{category} {count}" for category, count in sorted(failed.items())) + ")"))
     if report.validation.damaged_files:
         facts.append(("damaged files skipped", len(report.validation.damaged_files)))
+    for warning in report.warnings:
+        facts.append(("warning", warning))
     rows = [(f"<th>{_e(name)}</th>", _e(value)) for name, value in facts if value not in (None, "")]
     body = "".join(f"<tr>{name}<td>{value}</td></tr>" for name, value in rows)
     return f'<section id="summary"><h1>Replay report {verdict}</h1><table>{body}</table></section>'

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from replayer.diff._text import one_line_json
+
 if TYPE_CHECKING:
     from replayer.diff.report import Report
 
@@ -69,6 +71,7 @@ def report_to_dict(report: "Report") -> dict[str, Any]:
         },
         "noise": report.noise.to_dict() if report.noise is not None else None,
         "checks": [check.to_dict() for check in report.checks],
+        "warnings": list(report.warnings),
         "rules": {
             "ignore": list(report.rules.ignore),
             "unordered": list(report.rules.unordered),
@@ -94,10 +97,15 @@ def _write_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_report_json(report: "Report", path: str | os.PathLike) -> None:
     """Write report.json."""
-    _write_atomic(path, json.dumps(report_to_dict(report), indent=2, ensure_ascii=False, default=str) + "\n")
+    text = json.dumps(report_to_dict(report), indent=2, ensure_ascii=False, default=str)
+    _write_atomic(path, one_line_json(text) + "\n")
 
 
 def write_diffs_jsonl(report: "Report", path: str | os.PathLike) -> None:
-    """Write diffs.jsonl: one JSON object per key that is not identical."""
-    lines = [json.dumps(entry.to_dict(), ensure_ascii=False) for entry in report.match.entries()]
+    """Write diffs.jsonl: one JSON object per key that is not identical, one line each.
+
+    ``str.splitlines()`` also splits at U+2028, U+2029 and U+0085, which
+    ``ensure_ascii=False`` leaves raw in strings, so those are escaped.
+    """
+    lines = [one_line_json(json.dumps(entry.to_dict(), ensure_ascii=False)) for entry in report.match.entries()]
     _write_atomic(path, "\n".join(lines) + ("\n" if lines else ""))

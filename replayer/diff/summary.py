@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TextIO
 
+from replayer.diff._text import visible
 from replayer.diff.checks import FAIL
 
 if TYPE_CHECKING:
@@ -13,6 +14,18 @@ if TYPE_CHECKING:
 
 _LOG_WIDTH = 160
 _STATUS_STYLE = {"ok": "green", "warn": "yellow", "critical": "bold red", "fail": "bold red", "no_data": "dim"}
+
+
+def _safe(text: object) -> str:
+    """Return recorded text (a topic, a processor, a message) fit for the terminal.
+
+    Control characters become ``\\u001b``-style text, so an escape sequence in
+    a topic name cannot drive the terminal, and brackets are escaped so rich
+    does not read them as markup.
+    """
+    from rich.markup import escape
+
+    return escape(visible(str(text)))
 
 
 def _ms(stats, name: str) -> str:
@@ -38,7 +51,7 @@ def print_summary(report: "Report", *, file: TextIO | None = None, width: int | 
     for topic in report.topics:
         counts = topic.counts
         outputs.add_row(
-            topic.phase, topic.topic or "(none)", str(counts.recorded_outputs), str(counts.replayed_outputs),
+            _safe(topic.phase), _safe(topic.topic or "(none)"), str(counts.recorded_outputs), str(counts.replayed_outputs),
             str(counts.identical), str(counts.changed), str(counts.missing), str(counts.extra),
             f"{counts.duplicate_recorded}/{counts.duplicate_replayed}",
             str(counts.unmatchable_recorded + counts.unmatchable_replayed),
@@ -52,7 +65,7 @@ def print_summary(report: "Report", *, file: TextIO | None = None, width: int | 
                            overflow="fold")
     for row in report.latency:
         latency.add_row(
-            row.phase, row.processor or "(none)", str(row.recorded.count) if row.recorded else "",
+            _safe(row.phase), _safe(row.processor or "(none)"), str(row.recorded.count) if row.recorded else "",
             _ms(row.recorded, "p50_ms"), _ms(row.recorded, "p95_ms"), _ms(row.recorded, "max_ms"),
             _ms(row.recorded, "total_ms"),
             str(row.replayed.count) if row.replayed else "", _ms(row.replayed, "p50_ms"),
@@ -71,15 +84,17 @@ def print_summary(report: "Report", *, file: TextIO | None = None, width: int | 
         checks.add_column("detail")
         for check in failed:
             # A message may contain brackets ("[thresholds] max_errors"), which rich would read as markup.
-            checks.add_row(f"[{_STATUS_STYLE.get(check.status, '')}]{check.status}[/]", escape(check.message))
+            checks.add_row(f"[{_STATUS_STYLE.get(check.status, '')}]{check.status}[/]", _safe(check.message))
         console.print(checks)
     for line in _problem_lines(report):
         console.print(line)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {_safe(warning)}")
     verdict = "[bold green]PASS[/]" if report.exit_code == 0 else "[bold red]FAIL[/]"
     failures = sum(1 for check in report.checks if check.status == FAIL)
     where = report.files.get("report_html") or report.files.get("report_json") or "(not written)"
     noun = "failed check" if failures == 1 else "failed checks"
-    console.print(f"{verdict}: {failures} {noun}, exit code {report.exit_code}; report: {where}")
+    console.print(f"{verdict}: {failures} {noun}, exit code {report.exit_code}; report: {_safe(where)}")
 
 
 # The terminal form of report_html.END_TO_END_CAPTION.
@@ -121,9 +136,7 @@ def _problem_lines(report: "Report") -> list[str]:
         lines.append(f"[yellow]failed calls:[/] {sum(failed.values())} ({detail})")
     damaged = report.validation.damaged_files
     if damaged:
-        from rich.markup import escape
-
-        names = ", ".join(escape(str(item.get("uri"))) for item in damaged[:3])
+        names = ", ".join(_safe(item.get("uri")) for item in damaged[:3])
         more = f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
         lines.append(f"[yellow]damaged archive files skipped:[/] {len(damaged)} ({names}{more})")
     return lines
