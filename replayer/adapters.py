@@ -98,11 +98,22 @@ class Delivery:
     status: int | None = None
 
 
+def _status_code_of(value: Any) -> int | None:
+    """The integer ``status_code`` of a response object (Flask, Werkzeug, requests), found by duck typing."""
+    status = getattr(value, "status_code", None)
+    if isinstance(status, int) and not isinstance(status, bool):
+        return status
+    return None
+
+
 def classify_return(value: Any) -> Delivery:
     """Classify a callable's return value: None/True ack, False nack, an int is an HTTP status.
 
-    A ``(body, status)`` tuple, as Flask views return, uses its status; any
-    other value counts as an ack, because returning data is not a failure.
+    A response object with an integer ``status_code`` (a Flask or Werkzeug
+    ``Response``, as Functions Framework functions return) uses that status.
+    A ``(body, status)`` tuple, as Flask views return, uses its status; a
+    ``(response, headers)`` tuple the response's. Any other value counts as
+    an ack, because returning data is not a failure.
     """
     if value is None or value is True:
         return Delivery(ack=True)
@@ -110,8 +121,14 @@ def classify_return(value: Any) -> Delivery:
         return Delivery(ack=False)
     if isinstance(value, int):
         return Delivery(ack=is_ack_status(value), status=value)
-    if isinstance(value, tuple) and len(value) >= 2 and isinstance(value[1], int):
-        return Delivery(ack=is_ack_status(value[1]), status=value[1])
+    status = _status_code_of(value)
+    if status is None and isinstance(value, tuple) and value:
+        if len(value) >= 2 and isinstance(value[1], int) and not isinstance(value[1], bool):
+            status = value[1]
+        else:
+            status = _status_code_of(value[0])
+    if status is not None:
+        return Delivery(ack=is_ack_status(status), status=status)
     return Delivery(ack=True)
 
 

@@ -62,6 +62,18 @@ def silence_python_support_warnings() -> None:
                             module=_PYTHON_SUPPORT_WARNING_MODULE)
 
 
+INTERRUPTED_EXIT_CODE = 130
+
+
+def _wraps_interrupt(error: BaseException) -> bool:
+    """True when ``error`` carries a Ctrl-C, as Beam's RuntimeError around a KeyboardInterrupt does."""
+    try:
+        from replayer.run import interrupted_by_user
+    except ImportError:  # this guard reports the original error, whatever breaks here
+        return False
+    return interrupted_by_user(error)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``replay`` console script."""
     # Before the subcommands import the Google clients, which warn at import.
@@ -74,20 +86,24 @@ def main(argv: list[str] | None = None) -> None:
         exit_code = cli.main(args=args, prog_name="replay", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED_EXIT_CODE)
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
     except ReplayError as error:
         if debug:
             traceback.print_exc()
-        click.echo(f"error: {error}", err=True)
+        # 130 is the shell's code for Ctrl-C: the user stopped the command, nothing failed.
+        click.echo(str(error) if error.exit_code == INTERRUPTED_EXIT_CODE else f"error: {error}", err=True)
         sys.exit(error.exit_code)
     except Exception as error:  # the last guard: one line, unless --debug
         from recorder._storage import StorageError
 
         if debug:
             traceback.print_exc()
+        if _wraps_interrupt(error):
+            click.echo("interrupted", err=True)
+            sys.exit(INTERRUPTED_EXIT_CODE)
         if isinstance(error, StorageError):
             click.echo(f"error: {error}", err=True)
             sys.exit(2)

@@ -65,9 +65,11 @@ _ADAPTER_KEYS = {
 class ValueMatch:
     """An attribute or a payload JSON pointer that must equal ``equals``.
 
-    Used for a processor's ``filter`` and for ``--where``. Non-string payload
-    values compare equal when their JSON text equals ``equals`` (``42`` matches
-    ``"42"``), because command-line values are always text.
+    Used for a processor's ``filter`` and for ``--where``. Attributes are
+    strings, so an attribute is compared with ``equals`` as text. A payload
+    field is compared as a JSON value (:func:`json_values_equal`): its type
+    must match, and numbers compare by value, so ``7`` equals ``7.0`` as in
+    the diff's match keys, while ``true`` is not ``1`` and ``"1"`` is not ``1``.
     """
 
     equals: Any
@@ -85,19 +87,76 @@ class ValueMatch:
         value = resolve_pointer(document, self.pointer, MISSING)
         if value is MISSING:
             return False
-        if value == self.equals:
-            return True
-        return _as_text(value) == _as_text(self.equals)
+        return json_values_equal(value, self.equals)
 
     def describe(self) -> str:
-        """Return ``attribute=value`` or ``/pointer=value`` as typed on the command line."""
-        return f"{self.attribute if self.attribute is not None else self.pointer}={_as_text(self.equals)}"
+        """Return ``attribute=value`` or ``/pointer=value`` as typed on the command line.
+
+        A pointer's string value that would parse as another JSON value keeps
+        its quotes (``/id="7"``), so the text selects the same events again.
+        """
+        if self.attribute is not None:
+            return f"{self.attribute}={_as_text(self.equals)}"
+        if isinstance(self.equals, str) and where_value(self.equals) == self.equals:
+            return f"{self.pointer}={self.equals}"
+        return f"{self.pointer}={json.dumps(self.equals, separators=(',', ':'), ensure_ascii=False)}"
 
 
 def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, separators=(",", ":"))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def json_values_equal(left: Any, right: Any) -> bool:
+    """Compare two JSON values by type: numbers by value (``7 == 7.0``), ``true != 1``, ``"1" != 1``.
+
+    Arrays compare item by item and objects key by key with the same rule.
+    """
+    if _is_number(left) and _is_number(right):
+        return left == right
+    if isinstance(left, bool) or isinstance(right, bool):
+        return isinstance(left, bool) and isinstance(right, bool) and left is right
+    if isinstance(left, str) or isinstance(right, str):
+        return isinstance(left, str) and isinstance(right, str) and left == right
+    if left is None or right is None:
+        return left is None and right is None
+    if isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)):
+        return len(left) == len(right) and all(json_values_equal(a, b) for a, b in zip(left, right))
+    if isinstance(left, Mapping) and isinstance(right, Mapping):
+        return left.keys() == right.keys() and all(json_values_equal(left[k], right[k]) for k in left)
+    return False
+
+
+def _is_json_value(value: Any) -> bool:
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_json_value(item) for item in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(key, str) and _is_json_value(item) for key, item in value.items())
+    return False
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def where_value(text: str) -> Any:
+    """The value of ``--where /pointer=TEXT``: TEXT parsed as JSON when it is JSON, else TEXT itself.
+
+    ``7`` is the number 7, ``true`` the boolean, ``"7"`` the string ``7``,
+    and ``g1`` or ``0022300001`` (not JSON) the string as typed. ``NaN`` and
+    ``Infinity``, which Python's parser would accept, stay strings.
+    """
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError:
+        return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -593,12 +652,19 @@ def parse_value_match(value: Any) -> ValueMatch:
         problem = pointer_problem(value["pointer"])
         if problem:
             raise ValueError(f"has 'pointer' = {value['pointer']!r}, which {problem}")
+    if not _is_json_value(value["equals"]):
+        raise ValueError(f"has 'equals' = {value['equals']!r}, which is not a JSON value (a TOML date or time "
+                         "never equals a payload field or an attribute); write it as a string in quotes")
     return ValueMatch(equals=value["equals"], attribute=value.get("attribute"),
                       pointer=value.get("pointer"))
 
 
 def parse_where(text: str) -> ValueMatch:
-    """Parse ``--where KEY=VALUE`` (attribute) or ``--where /pointer=VALUE`` (payload field)."""
+    """Parse ``--where KEY=VALUE`` (attribute) or ``--where /pointer=VALUE`` (payload field).
+
+    An attribute's VALUE is text, as attributes are. A payload field's VALUE is
+    parsed as JSON when it is JSON, else taken as text (:func:`where_value`).
+    """
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise ConfigError(
@@ -609,7 +675,7 @@ def parse_where(text: str) -> ValueMatch:
         problem = pointer_problem(key)
         if problem:
             raise ConfigError(f"option '--where' = {text!r} is invalid: {key!r} {problem}")
-        return ValueMatch(equals=value, pointer=key)
+        return ValueMatch(equals=where_value(value), pointer=key)
     return ValueMatch(equals=value, attribute=key)
 
 

@@ -11,12 +11,16 @@ The run writes ``<out>/archive`` (replayed outputs), ``<out>/calls/*.jsonl``,
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime as dt
 import json
+import logging
+import os
+import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 
 from recorder._logging import get_logger
@@ -27,7 +31,7 @@ from replayer.config import (
     ReplayConfig, Selection, ValueMatch, apply_overrides, check_cascade_routing, check_output_location,
     load_config, parse_where, resolve_dates, select_phases,
 )
-from replayer.errors import ConfigError, MissingExtraError
+from replayer.errors import ConfigError, MissingExtraError, ReplayError, extra_for_missing_module
 from replayer.lane import EntryDelivery, entry_phases, plan_lane, route_entry_event
 from replayer.pacing import count_out_of_order, lateness_stats
 from schemas import Direction, RecordedEvent, micros_to_rfc3339, now_micros
@@ -35,6 +39,97 @@ from schemas import Direction, RecordedEvent, micros_to_rfc3339, now_micros
 log = get_logger(__name__)
 
 CATEGORIES = ("missing_input_data", "processor_exception", "non_ack_response", "timeout")
+
+
+class ReplayInterrupted(ReplayError):
+    """The user stopped the run with Ctrl-C. The output folder contains what was written until then."""
+
+    exit_code = 130
+
+    def __init__(self, out_dir: str) -> None:
+        written = _contains_files(out_dir)
+        super().__init__(f"interrupted; partial output in {out_dir}" if written
+                         else f"interrupted; nothing was written to {out_dir}")
+        self.out_dir = out_dir
+
+
+def _contains_files(uri: str) -> bool:
+    try:
+        return any(True for _ in open_storage(uri).list(uri))
+    except Exception:  # noqa: BLE001  (only for the wording of the interrupt line; it must not hide the interrupt)
+        return False
+
+
+def interrupted_by_user(error: BaseException) -> bool:
+    """True when ``error`` is a KeyboardInterrupt or wraps one.
+
+    Beam re-raises an exception of a DoFn with the step name added, and when
+    the exception cannot be rebuilt with that message (a KeyboardInterrupt
+    without arguments) as ``RuntimeError("KeyboardInterrupt [while running
+    'Step']")``; the original is then only in the exception chain.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        if isinstance(current, RuntimeError) and str(current).startswith("KeyboardInterrupt"):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class _DropInterruptTraceback(logging.Filter):
+    """Drops Beam's logged traceback of a KeyboardInterrupt: the launcher reports the interrupt in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.exc_info[0] is not None
+                    and issubclass(record.exc_info[0], KeyboardInterrupt))
+
+
+# Beam logs an exception of a DoFn, with its traceback, where it re-raises it.
+_BEAM_STEP_LOGGER = "apache_beam.runners.common"
+
+
+@contextlib.contextmanager
+def _launcher_guard(out_dir: str) -> Iterator[None]:
+    """Run processors without letting them change the launcher's environment, and report Ctrl-C in one line.
+
+    Callable and WSGI processors run in this process. The sandbox gives the
+    configured variables their values during calls; a variable a processor
+    adds, removes or changes otherwise would stay for the report and for
+    the caller of :func:`run_replay`, so every variable is put back as it was.
+    """
+    saved = dict(os.environ)
+    beam_logger = logging.getLogger(_BEAM_STEP_LOGGER)
+    quiet = _DropInterruptTraceback()
+    beam_logger.addFilter(quiet)
+    try:
+        yield
+    except BaseException as error:
+        if interrupted_by_user(error):
+            log.warning("replay.interrupted", archive=out_dir)
+            raise ReplayInterrupted(out_dir) from error
+        raise
+    finally:
+        beam_logger.removeFilter(quiet)
+        changed = _restore_environ(saved)
+        if changed:
+            log.warning("replay.environment_restored", archive=out_dir, variables=changed)
+
+
+def _restore_environ(saved: Mapping[str, str]) -> list[str]:
+    """Make ``os.environ`` equal to ``saved``; return the names that differed (never their values)."""
+    changed = sorted(name for name in set(os.environ) | set(saved) if os.environ.get(name) != saved.get(name))
+    for name in changed:
+        if name in saved:
+            os.environ[name] = saved[name]
+        else:
+            del os.environ[name]
+    if "TZ" in changed:
+        time.tzset()
+    return changed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,18 +336,46 @@ def _learn_noise(plan: ReplayPlan, out_dir: str, replayed: list[RecordedEvent], 
     runs = [replayed]
     for index in range(1, noise_runs + 1):
         run_dir = join_uri(out_dir, "noise", f"run-{index}")
-        run_replay_pipeline(config=plan.config, selection=plan.selection, out_dir=run_dir, beam_args=beam_args)
+        with _launcher_guard(run_dir):
+            run_replay_pipeline(config=plan.config, selection=plan.selection, out_dir=run_dir,
+                                beam_args=beam_args)
         runs.append(_read_replayed(run_dir))
     rules = plan.config.diff if plan.config.diff is not None and not isinstance(plan.config.diff, dict) \
         else parse_diff_rules(plan.config.diff or {}, file=plan.config.file or "<config>")
     return learn_noise(runs, rules)
 
 
-def _build_report(plan: ReplayPlan, out_dir: str, calls: list[dict[str, Any]], run_meta: dict[str, Any],
-                  junit_xml: str | None, noise_runs: int | None, beam_args: Sequence[str]) -> tuple[Any, int]:
+def _import_report_builder(out_dir: str) -> Callable[..., Any] | None:
+    """Return ``build_report``; None only when a module of an optional extra is missing.
+
+    Processors run in the launcher's process and can break its imports (a
+    processor that sets ``sys.modules["json"] = None``). Such a failure, or
+    any import error that no extra explains, must not pass for "no report":
+    the run would then exit 0 with nothing compared.
+    """
     try:
         from replayer.diff import build_report
-    except ImportError:
+    except ImportError as error:
+        # ``sys.modules[name] = None`` raises the same ModuleNotFoundError as a
+        # missing install; only the latter is an extra that is not installed.
+        blocked = bool(error.name) and sys.modules.get(error.name, 0) is None
+        extra = None if blocked else extra_for_missing_module(error)
+        if extra is not None:
+            log.warning("replay.report_skipped", archive=out_dir, module=error.name, extra=extra)
+            return None
+        module = getattr(error, "name", None) or "?"
+        raise ReplayError(
+            f"the report of {out_dir!r} could not be built: importing it failed on module {module!r} "
+            f"({type(error).__name__}: {error}); processors run in the launcher's process, so check that "
+            "no processor removes or replaces modules in sys.modules, else reinstall pipeline-replay",
+            exit_code=1) from error
+    return build_report
+
+
+def _build_report(plan: ReplayPlan, out_dir: str, calls: list[dict[str, Any]], run_meta: dict[str, Any],
+                  junit_xml: str | None, noise_runs: int | None, beam_args: Sequence[str]) -> tuple[Any, int]:
+    build_report = _import_report_builder(out_dir)
+    if build_report is None:
         return None, 0
     replayed = _read_replayed(out_dir)
     noise = _learn_noise(plan, out_dir, replayed, noise_runs, beam_args) if noise_runs else None
@@ -333,7 +456,8 @@ def run_replay(config: ReplayConfig | str | Path, *, on_plan: Callable[[ReplayPl
              dates=[d.isoformat() for d in selection.dates], phases=list(selection.phases),
              planned_duration_s=round(plan.planned_duration_s, 3))
     selection = plan.selection  # with the topics the replay publishes again
-    outcome = run_replay_pipeline(config=config, selection=selection, out_dir=out_dir, beam_args=beam_args)
+    with _launcher_guard(out_dir):
+        outcome = run_replay_pipeline(config=config, selection=selection, out_dir=out_dir, beam_args=beam_args)
     calls = _read_calls(out_dir) if outcome.in_process else []
     lanes = []
     storage = open_storage(out_dir)
@@ -355,14 +479,18 @@ def run_replay(config: ReplayConfig | str | Path, *, on_plan: Callable[[ReplayPl
         "runner": outcome.runner, "pipeline_state": outcome.state, "counters": outcome.counters,
         "abandoned_calls": sum(lane.get("abandoned_calls", 0) for lane in lanes),
         "unrouted_outputs": sum(lane.get("unrouted_outputs", 0) for lane in lanes),
+        "cascade_limit_hits": sum(lane.get("cascade_limit_hits", 0) for lane in lanes),
     }
     storage.write_new(join_uri(out_dir, "run.json"), json.dumps(run_meta, indent=2, sort_keys=True).encode())
     log.info("replay.finished", archive=config.archive.uri, records=len(calls),
              elapsed_s=run_meta["elapsed_s"], lateness_p99_ms=lateness.p99_ms)
     report, exit_code = (None, 0)
     if outcome.in_process:
-        report, exit_code = _build_report(plan, out_dir, calls, run_meta, overrides.get("junit_xml"),
-                                          overrides.get("noise_runs"), beam_args)
+        try:
+            report, exit_code = _build_report(plan, out_dir, calls, run_meta, overrides.get("junit_xml"),
+                                              overrides.get("noise_runs"), beam_args)
+        except KeyboardInterrupt as error:
+            raise ReplayInterrupted(out_dir) from error
     return RunResult(out_dir=out_dir, calls=tuple(calls), run_meta=run_meta, plan=plan, report=report,
                      exit_code=exit_code, summary=tuple(summarize_calls(calls)))
 

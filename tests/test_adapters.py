@@ -227,6 +227,29 @@ def test_status_classification(cases_dir):
     assert classify_return(("", 503)).status == 503
 
 
+def test_response_object_status_classification(cases_dir):
+    """A returned Flask/Werkzeug Response is classified by its status_code, like a push endpoint's answer."""
+    from flask import Response
+
+    table = json.loads((cases_dir / CASE / "expected_status_handling.json").read_text())
+    for status, expected in table.items():
+        delivery = classify_return(Response("body", status=int(status)))
+        assert (delivery.ack, delivery.status) == (expected == "ack", int(status)), status
+        # Flask's (response, headers) form keeps the response's status.
+        assert classify_return((Response("body", status=int(status)), {"X-A": "1"})).ack is (expected == "ack")
+
+
+def test_callable_returning_500_response_is_nack(cases_dir):
+    """A Functions Framework style callable answering Response(status=500) is a non_ack_response, not an ack."""
+    from flask import Response
+
+    events = list(_case_events(cases_dir).values())[:1]
+    calls = _replay(_processor("callable"), lambda message, ctx: Response("boom", status=500), events)
+    assert (calls[0]["category"], calls[0]["status"]) == ("non_ack_response", 500)
+    calls = _replay(_processor("callable"), lambda message, ctx: Response("fine", status=204), events)
+    assert calls[0]["category"] is None and calls[0]["status"] == 204
+
+
 def test_wsgi_status_classification(cases_dir):
     """A WSGI app answering each status is classified like push."""
     table = json.loads((cases_dir / CASE / "expected_status_handling.json").read_text())

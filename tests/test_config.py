@@ -444,3 +444,78 @@ def test_output_location_checks(tmp_path):
         check_output_location("gs://bucket/arch/out", {"the archive": "gs://bucket/arch/"})
     check_output_location(str(tmp_path / "out"), {"the archive": str(archive)})
     check_output_location("gs://bucket/archive-out", {"the archive": "gs://bucket/archive"})
+
+
+def _filter(tmp_path, text: str):
+    path = _write(tmp_path, VALID.replace('filter = { attribute = "scraper", equals = "bdl" }', text))
+    return load_config(path).processor("box_scores").filter
+
+
+@pytest.mark.parametrize("equals, payload, expected", [
+    ("1", b'{"n": 1}', True),
+    ("1", b'{"n": 1.0}', True),
+    ("1", b'{"n": true}', False),
+    ("1", b'{"n": "1"}', False),
+    ("false", b'{"n": false}', True),
+    ("false", b'{"n": 0}', False),
+    ("0", b'{"n": false}', False),
+    ('"1"', b'{"n": "1"}', True),
+    ('"1"', b'{"n": 1}', False),
+    ("[1, 2]", b'{"n": [1.0, 2]}', True),
+    ("[1, 2]", b'{"n": [true, 2]}', False),
+    ("{ a = 1 }", b'{"n": {"a": 1.0}}', True),
+    ("{ a = 1 }", b'{"n": {"a": 1, "b": 2}}', False),
+])
+def test_filter_pointer_compares_json_values_by_type(tmp_path, equals, payload, expected):
+    """A pointer filter compares JSON values by type; numbers by value (1 == 1.0), never true == 1 or "1" == 1."""
+    match = _filter(tmp_path, f'filter = {{ pointer = "/n", equals = {equals} }}')
+    assert match.matches(attributes={}, data=payload) is expected
+
+
+def test_filter_attribute_compares_text(tmp_path):
+    """An attribute filter compares the attribute's text with the TOML value written as text."""
+    match = _filter(tmp_path, 'filter = { attribute = "n", equals = 1 }')
+    assert match.matches(attributes={"n": "1"}, data=b"{}")
+    assert not match.matches(attributes={"n": "1.0"}, data=b"{}")
+    assert not match.matches(attributes={}, data=b'{"n": 1}')
+
+
+def test_filter_rejects_toml_date(tmp_path):
+    """A TOML date as 'equals' is no JSON value: rejected, naming the key and the fix."""
+    message = _reject(tmp_path, VALID.replace('filter = { attribute = "scraper", equals = "bdl" }',
+                                              'filter = { pointer = "/day", equals = 2024-03-09 }'))
+    assert "key 'filter' = " in message and "is not a JSON value" in message and "in quotes" in message
+
+
+@pytest.mark.parametrize("text, payload, expected", [
+    ("/id=7", b'{"id": 7}', True),
+    ("/id=7", b'{"id": 7.0}', True),
+    ("/id=7", b'{"id": "7"}', False),
+    ('/id="7"', b'{"id": "7"}', True),
+    ('/id="7"', b'{"id": 7}', False),
+    ("/flag=true", b'{"flag": true}', True),
+    ("/flag=true", b'{"flag": 1}', False),
+    ("/flag=1", b'{"flag": true}', False),
+    ("/x=null", b'{"x": null}', True),
+    ("/g=g1", b'{"g": "g1"}', True),
+    ("/g=0022300001", b'{"g": "0022300001"}', True),
+    ("/g=NaN", b'{"g": "NaN"}', True),
+])
+def test_where_pointer_value_parsed_as_json(text, payload, expected):
+    """--where /pointer=VALUE takes VALUE as JSON when it parses, else as text; compared like a filter."""
+    assert parse_where(text).matches(attributes={}, data=payload) is expected
+
+
+def test_where_attribute_value_is_text():
+    """--where KEY=VALUE on an attribute compares text: 7 matches "7" only, never "7.0"."""
+    clause = parse_where("n=7")
+    assert clause.matches(attributes={"n": "7"}, data=b"{}")
+    assert not clause.matches(attributes={"n": "7.0"}, data=b"{}")
+    assert parse_where('n="7"').matches(attributes={"n": '"7"'}, data=b"{}")
+
+
+@pytest.mark.parametrize("text", ["/id=7", '/id="7"', "/g=g1", "/x=null", "n=7", 'n="7"', "/f=1.5"])
+def test_where_describe_round_trips(text):
+    """describe() gives text that parse_where reads back to the same clause (run.json and messages use it)."""
+    clause = parse_where(text)
+    assert parse_where(clause.describe()) == clause
