@@ -360,7 +360,7 @@ class ReplayLaneFn(beam.DoFn):
             "outputs": len(result.outputs), "lateness_micros": list(result.lateness_micros),
             "planned_duration_micros": result.planned_duration_micros,
             "gaps_shortened": result.gaps_shortened, "unrouted_outputs": result.unrouted_outputs,
-            "abandoned_calls": result.abandoned_calls,
+            "abandoned_calls": result.abandoned_calls, "cascade_limit_hits": result.cascade_limit_hits,
         }
 
 

@@ -12,6 +12,7 @@ deterministic event id.
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import datetime as dt
 import hashlib
@@ -32,6 +33,11 @@ log = get_logger(__name__)
 
 #: A message routed more hops than this is not delivered again (a topology loop).
 MAX_CASCADE_HOPS = 64
+#: Default cap on the calls one entry event may cause in cascade mode (the entry
+#: call included); ``[replay] max_calls_per_entry_event`` overrides it. The hop
+#: limit above stops a long chain, this one a wide one (a processor publishing
+#: twice into its own topic doubles the calls at every hop).
+MAX_CALLS_PER_ENTRY_EVENT = 1000
 #: Exception messages in call records are cut to this length (they may quote data).
 MAX_ERROR_CHARS = 300
 #: A wait for the next entry event at least this long is logged, so a paced
@@ -181,6 +187,8 @@ class LaneResult:
     gaps_shortened: int
     unrouted_outputs: int
     abandoned_calls: int
+    #: Outputs not delivered because their chain reached the calls-per-entry-event cap.
+    cascade_limit_hits: int = 0
 
 
 @dataclasses.dataclass
@@ -193,6 +201,8 @@ class _Pending:
     correlation_id: str | None
     recorded: bool
     hops: int
+    #: Which entry event's chain this delivery belongs to (its release index).
+    chain: int = 0
     offset_micros: int | None = None
     lateness_micros: int | None = None
 
@@ -214,6 +224,21 @@ class _LaneRun:
     outputs: list[RecordedEvent] = dataclasses.field(default_factory=list)
     calls: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     unrouted: int = 0
+    #: Calls queued so far per chain (entry release index), for the cascade width cap.
+    chain_calls: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    #: Chains that reached the cap (logged once each) and outputs not routed because of it.
+    limited_chains: set = dataclasses.field(default_factory=set)
+    cascade_limit_hits: int = 0
+
+
+def _detached_state(state: dict) -> dict:
+    """A deep copy of a processor's state, taken while an abandoned call may still change it."""
+    for _ in range(10):
+        try:
+            return copy.deepcopy(state)
+        except RuntimeError:  # "changed size during iteration": the abandoned call wrote meanwhile
+            continue
+    return copy.deepcopy(dict(state))
 
 
 def categorize(result: CallResult, ack: bool | None) -> tuple[str, str | None]:
@@ -247,6 +272,8 @@ class LaneExecutor:
         self._by_name = {processor.name: processor for processor in reversed(config.processors)}
         self._subscription_paths: dict[str, str] = {}
         self._subscribers: dict[str, list[ProcessorConfig]] = collections.defaultdict(list)
+        self.max_calls_per_entry_event = int(getattr(config.replay, "max_calls_per_entry_event", None)
+                                             or MAX_CALLS_PER_ENTRY_EVENT)
         for processor in config.processors:
             if processor.phase in selection.phases:
                 for topic in processor.subscribes:
@@ -282,7 +309,7 @@ class LaneExecutor:
                           lateness=stats, lateness_micros=tuple(run.pacer.lateness_micros),
                           planned_duration_micros=schedule.planned_duration_micros,
                           gaps_shortened=schedule.gaps_shortened, unrouted_outputs=run.unrouted,
-                          abandoned_calls=abandoned)
+                          abandoned_calls=abandoned, cascade_limit_hits=run.cascade_limit_hits)
 
     def _drive(self, run: "_LaneRun", sandbox: Sandbox) -> None:
         """Release entry events and deliver what they cause, until the lane is done.
@@ -296,12 +323,17 @@ class LaneExecutor:
                 # The previous runner was abandoned during this call.
                 pending, capture = run.in_flight
                 run.in_flight = None
+                if pending.processor.stateful:
+                    # The abandoned call keeps the state object it was given and may still
+                    # write to it; later calls get a copy taken now, so those writes are lost.
+                    run.state[pending.processor.name] = _detached_state(run.state[pending.processor.name])
                 self._finish(run, pending, capture, sandbox.last_timeout or CallResult(timed_out=True))
             elif run.queue:
                 pending = run.queue.popleft()
                 capture = PublishCapture(
                     lambda ordinal, pending=pending: replay_event_id(pending.causation_id, pending.processor.name,
-                                                                     ordinal))
+                                                                     ordinal),
+                    call_id=pending.message.message_id, processor=pending.processor.name)
                 run.in_flight = (pending, capture)
                 result = self._invoke(sandbox, run, pending, capture)
                 run.in_flight = None
@@ -319,7 +351,10 @@ class LaneExecutor:
                     log.info("replay.waiting", lane=run.lane, released=run.next_release, total=total,
                              wait_s=round(wait_s, 1))
                 lateness = run.pacer.wait_for(release.offset_micros)
-                run.queue.append(self._entry_pending(release.item, release.offset_micros, lateness))
+                entry = self._entry_pending(release.item, release.offset_micros, lateness)
+                entry.chain = run.next_release
+                run.chain_calls[entry.chain] += 1
+                run.queue.append(entry)
                 run.next_release += 1
 
     # ------------------------------------------------------------------ steps
@@ -409,4 +444,20 @@ class LaneExecutor:
             routed = self._route(output, pending.hops + 1)
             if not routed:
                 run.unrouted += 1
+                continue
+            if run.chain_calls[pending.chain] + len(routed) > self.max_calls_per_entry_event:
+                run.cascade_limit_hits += 1
+                if pending.chain not in run.limited_chains:
+                    run.limited_chains.add(pending.chain)
+                    log.warning("replay.cascade_limit", lane=run.lane, entry_event_id=self._chain_entry_id(run, pending),
+                                limit=self.max_calls_per_entry_event)
+                continue
+            run.chain_calls[pending.chain] += len(routed)
+            for delivery in routed:
+                delivery.chain = pending.chain
             run.queue.extend(routed)
+
+    @staticmethod
+    def _chain_entry_id(run: "_LaneRun", pending: _Pending) -> str:
+        release = run.releases[pending.chain] if pending.chain < len(run.releases) else None
+        return release.item.event.event_id if release is not None else pending.causation_id

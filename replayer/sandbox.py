@@ -7,6 +7,11 @@ restores them), makes the processor see the input's publish time as "now"
 ``google.pubsub_v1.PublisherClient.publish`` are replaced at class level
 while a replay runs, so clients created inside the processor, or before the
 replay, publish nothing; other publisher calls raise :class:`SandboxViolation`.
+A publish belongs to the thread that makes it: a call's own thread, or a
+thread started during the call (``threading.Thread.start`` is wrapped while
+the guard is installed), which publishes into that call while it runs and
+is dropped as a stray publish of it afterwards. The guard outlives the
+replay while such a thread is alive; other threads then publish normally.
 After ``timeout_s`` the sandbox stops waiting for a call and the replay goes
 on. A lane replays under :meth:`Sandbox.supervise`, where calls run inline
 in a runner thread that is abandoned on a timeout; a lone :meth:`Sandbox.call`
@@ -15,7 +20,7 @@ runs in a worker thread instead.
 Under :meth:`Sandbox.supervise` the environment is set once for the lane,
 checked (and set again if a processor changed it) before every call, and
 restored when the last supervised lane of the process ends; with clock
-``recorded``, ``TZ=UTC`` is part of that environment and each call moves one
+``recorded``, ``TZ=UTC`` is part of that environment unless ``env`` sets TZ, and each call moves one
 reused ``time_machine`` travel to its publish time. Setting and restoring
 both for every call cost about 15 us a call, more than the rest of the
 sandbox (benchmarks/replay_bench.py). Between the calls of a lane the
@@ -27,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import threading
 import time
 from typing import Any, Callable, Iterator, Mapping
@@ -43,9 +49,14 @@ _CALL_LOCK = threading.Lock()
 _GUARD_LOCK = threading.Lock()
 _guard_references = 0
 _saved_methods: list[tuple[type, str, Any]] = []
-_active_capture: "PublishCapture | None" = None
-_abandoned_threads: set[threading.Thread] = set()
+#: Thread -> the capture of the processor call it is running now.
+_call_threads: "dict[threading.Thread, PublishCapture]" = {}
+#: Thread -> the capture of the call that started it (threads a processor started,
+#: their descendants, and call threads abandoned on a timeout). The publish guard
+#: stays installed while one of them is alive, even after the replay.
+_owned_threads: "dict[threading.Thread, PublishCapture]" = {}
 _dropped_publishes = 0
+_ORIGINAL_THREAD_START = threading.Thread.start
 #: Where Pub/Sub clients created during a replay point: a closed port on loopback.
 SANDBOX_PUBSUB_ENDPOINT = "127.0.0.1:9"
 
@@ -78,18 +89,27 @@ class CapturedPublish:
 class PublishCapture:
     """Collects the publishes of one processor call; ``message_id_for(ordinal)`` names them."""
 
-    def __init__(self, message_id_for: Callable[[int], str]) -> None:
+    def __init__(self, message_id_for: Callable[[int], str], *, call_id: str | None = None,
+                 processor: str | None = None) -> None:
         self._message_id_for = message_id_for
         self._lock = threading.Lock()
         self.published: list[CapturedPublish] = []
         self.started_ns = time.perf_counter_ns()
         self.closed = False
+        #: Names the call in logs: its input event id and processor.
+        self.call_id = call_id
+        self.processor = processor
+        #: Publishes made after the call ended by a thread it started (dropped).
+        self.stray_publishes = 0
 
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str] | None = None,
                 ordering_key: str | None = None, content_type: str | None = None) -> str:
         """Record one publish and return its deterministic message id."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("Data being published to Pub/Sub must be sent as a bytestring.")
+        if len(data) > _MAX_PUBLISH_REQUEST_BYTES:
+            # Pub/Sub accepts no such message; the client raises this before sending.
+            raise _too_large_error()
         clean: dict[str, str] = {}
         for key, value in (attributes or {}).items():
             if isinstance(value, bytes):
@@ -99,6 +119,7 @@ class PublishCapture:
             clean[str(key)] = value
         with self._lock:
             if self.closed:
+                _record_drop(self, topic, "the processor call that started this thread has ended")
                 raise SandboxViolation("publish after the processor call ended")
             message_id = self._message_id_for(len(self.published))
             self.published.append(CapturedPublish(
@@ -112,48 +133,212 @@ class PublishCapture:
 # --------------------------------------------------------------------------- publish guard
 
 
-def _current_capture() -> PublishCapture | None:
+#: What the guard does with one publish: capture it, drop it, or let it through.
+_PASS = object()
+_DROP = object()
+
+
+def _record_drop(owner: "PublishCapture | None", topic: Any, reason: str) -> None:
+    """Count and log one dropped publish; ``owner`` is the call whose thread made it, if any."""
     global _dropped_publishes
-    if threading.current_thread() in _abandoned_threads or _active_capture is None:
-        _dropped_publishes += 1
-        log.warning("sandbox.publish_dropped", reason="no processor call is active in this thread",
-                    dropped=_dropped_publishes)
+    _dropped_publishes += 1
+    if owner is not None:
+        owner.stray_publishes += 1
+    log.warning("sandbox.publish_dropped", reason=reason,
+                call=owner.call_id if owner is not None else None,
+                processor=owner.processor if owner is not None else None,
+                thread=threading.current_thread().name, topic=str(topic).rsplit("/", 1)[-1],
+                dropped=_dropped_publishes)
+
+
+def _owner_of(thread: threading.Thread) -> "PublishCapture | None":
+    """Return the capture of the call ``thread`` runs, or of the call that started it."""
+    capture = _call_threads.get(thread)
+    return capture if capture is not None else _owned_threads.get(thread)
+
+
+def _publish_target(topic: Any) -> Any:
+    """Return where a publish made by the current thread goes: a capture, ``_DROP`` or ``_PASS``.
+
+    A publish is attributed to the thread that makes it, never to whatever
+    call happens to be running: a thread started during call X publishes
+    into X while X runs, and is dropped (a stray publish of X) afterwards.
+    """
+    owner = _owner_of(threading.current_thread())
+    if owner is not None:
+        if not owner.closed:
+            return owner
+        _record_drop(owner, topic, "the processor call that started this thread has ended")
+        return _DROP
+    if _guard_references == 0:
+        # The replay is over; the guard only stays for threads a processor started.
+        return _PASS
+    _record_drop(None, topic, "no processor call is active in this thread")
+    return _DROP
+
+
+#: The largest publish request Pub/Sub accepts. The client raises for a message that would exceed it.
+_MAX_PUBLISH_REQUEST_BYTES = 10 * 1000 * 1000
+#: ``projects/{project}/topics/{topic}``, with the topic ID rules of Pub/Sub.
+_TOPIC_PATH = re.compile(r"projects/[^/]+/topics/[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
+
+
+def _check_client_publish(client: Any, topic: Any, data: Any, attrs: Mapping[str, Any], ordering_key: str) -> None:
+    """Raise what ``PublisherClient.publish`` raises before sending, so the call fails as in production."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("Data being published to Pub/Sub must be sent as a bytestring.")
+    if ordering_key and not getattr(client, "_enable_message_ordering", True):
+        raise ValueError("Cannot publish a message with an ordering key when message ordering is not enabled.")
+    # Cheap bound first: the exact request size needs a protobuf, worth building only near the limit.
+    rough = len(data) + len(ordering_key or "") + len(str(topic)) + sum(
+        len(str(k)) + len(v if isinstance(v, (bytes, str)) else str(v)) for k, v in attrs.items())
+    if rough < _MAX_PUBLISH_REQUEST_BYTES - 100_000:
+        return
+    from google.pubsub_v1 import types
+
+    message = types.PubsubMessage(data=bytes(data), ordering_key=ordering_key or "", attributes={
+        str(k): v.decode("utf-8") if isinstance(v, bytes) else str(v) for k, v in attrs.items()})
+    size = types.PublishRequest(topic=str(topic), messages=[message])._pb.ByteSize()
+    if size > _MAX_PUBLISH_REQUEST_BYTES:
+        raise _too_large_error()
+
+
+def _too_large_error() -> ValueError:
+    """Build the error the Pub/Sub client raises for a message over the request size limit."""
+    message = ("The message being published would produce too large a publish request that would exceed "
+               f"the maximum allowed size on the backend ({_MAX_PUBLISH_REQUEST_BYTES} bytes).")
+    try:
+        from google.cloud.pubsub_v1.publisher.exceptions import MessageTooLargeError
+    except ImportError:
+        return ValueError(message)
+    return MessageTooLargeError(message)
+
+
+def _server_rejection(topic: Any) -> BaseException | None:
+    """Return the error Pub/Sub returns for a topic that is not a valid topic path, or None."""
+    if isinstance(topic, str) and _TOPIC_PATH.fullmatch(topic):
         return None
-    return _active_capture
+    from google.api_core.exceptions import InvalidArgument
+
+    log.warning("sandbox.publish_rejected", reason="invalid topic path", topic=str(topic)[:200])
+    return InvalidArgument(f"Invalid resource name given (name={topic}).")
 
 
-def _sandbox_publish(self, topic, data, ordering_key="", retry=None, timeout=None, **attrs):  # noqa: ARG001
-    from google.cloud.pubsub_v1.publisher import futures
+def _sandbox_publish_for(original: Callable[..., Any]) -> Callable[..., Any]:
+    def publish(self, topic, data, ordering_key="", retry=None, timeout=None, **attrs):
+        from google.cloud.pubsub_v1.publisher import futures
 
-    future = futures.Future()
-    capture = _current_capture()
-    if capture is None:
-        future.set_exception(SandboxViolation(
-            f"publish to {topic!r} outside a processor call during a replay was dropped"))
+        target = _publish_target(topic)
+        if target is _PASS:
+            kwargs = {} if retry is None else {"retry": retry}
+            if timeout is not None:
+                kwargs["timeout"] = timeout
+            return original(self, topic, data, ordering_key=ordering_key, **kwargs, **attrs)
+        _check_client_publish(self, topic, data, attrs, ordering_key)
+        future = futures.Future()
+        if target is _DROP:
+            future.set_exception(SandboxViolation(
+                f"publish to {topic!r} outside a processor call during a replay was dropped"))
+            return future
+        rejected = _server_rejection(topic)
+        if rejected is not None:
+            future.set_exception(rejected)
+            return future
+        future.set_result(target.publish(topic, data, attrs, ordering_key or None))
         return future
-    future.set_result(capture.publish(topic, data, attrs, ordering_key or None))
-    return future
+
+    publish.__name__ = "publish"
+    return publish
 
 
-def _sandbox_gapic_publish(self, request=None, *, topic=None, messages=None, retry=None,  # noqa: ARG001
-                           timeout=None, metadata=()):
-    from google.pubsub_v1.types import PublishResponse
+def _sandbox_gapic_publish_for(original: Callable[..., Any]) -> Callable[..., Any]:
+    def publish(self, request=None, *, topic=None, messages=None, retry=None,  # noqa: ARG001
+                timeout=None, metadata=()):
+        from google.pubsub_v1.types import PublishResponse
 
-    if request is not None:
-        topic = request["topic"] if isinstance(request, dict) else request.topic
-        messages = request["messages"] if isinstance(request, dict) else request.messages
-    capture = _current_capture()
-    if capture is None:
-        raise SandboxViolation(f"publish to {topic!r} outside a processor call during a replay was dropped")
-    ids = []
-    for message in messages or ():
-        if isinstance(message, dict):
-            data, attributes, key = message.get("data", b""), message.get("attributes", {}), \
-                message.get("ordering_key")
+        if request is not None:
+            topic_name = request["topic"] if isinstance(request, dict) else request.topic
         else:
-            data, attributes, key = message.data, dict(message.attributes), message.ordering_key
-        ids.append(capture.publish(topic, data, attributes, key or None))
-    return PublishResponse(message_ids=ids)
+            topic_name = topic
+        target = _publish_target(topic_name)
+        if target is _PASS:
+            kwargs: dict[str, Any] = {"metadata": metadata}
+            if retry is not None:
+                kwargs["retry"] = retry
+            if timeout is not None:
+                kwargs["timeout"] = timeout
+            return original(self, request, topic=topic, messages=messages, **kwargs)
+        if target is _DROP:
+            raise SandboxViolation(f"publish to {topic_name!r} outside a processor call during a replay was dropped")
+        if request is not None:
+            messages = request["messages"] if isinstance(request, dict) else request.messages
+        ids = []
+        for message in messages or ():
+            if isinstance(message, dict):
+                data, attributes, key = message.get("data", b""), message.get("attributes", {}), \
+                    message.get("ordering_key")
+            else:
+                data, attributes, key = message.data, dict(message.attributes), message.ordering_key
+            ids.append(target.publish(topic_name, data, attributes, key or None))
+        return PublishResponse(message_ids=ids)
+
+    publish.__name__ = "publish"
+    return publish
+
+
+def _after_replay_passthrough() -> bool:
+    """True when the guard is only kept for processor threads and this thread is not one."""
+    return _guard_references == 0 and _owner_of(threading.current_thread()) is None
+
+
+def _recording_start(self: threading.Thread) -> None:
+    """``Thread.start`` while the guard is installed: a thread a call starts belongs to that call.
+
+    NOTE: a thread belongs to the call that started it for its whole life, so
+    a pool thread a processor keeps between calls publishes as the call that
+    started it (dropped once that call has ended), not as the call it works for.
+    """
+    owner = _owner_of(threading.current_thread())
+    if owner is not None:
+        _owned_threads[self] = owner
+        run = self.run
+
+        def run_owned() -> None:
+            try:
+                run()
+            finally:
+                _thread_ended(self)
+
+        try:
+            self.run = run_owned  # type: ignore[method-assign]
+        except AttributeError:
+            pass  # a class with __slots__: released by the next thread that ends, or the next guard exit
+    return _ORIGINAL_THREAD_START(self)
+
+
+def _thread_ended(thread: threading.Thread) -> None:
+    """Forget ``thread``; remove a guard kept only for processor threads once none is alive."""
+    with _GUARD_LOCK:
+        _owned_threads.pop(thread, None)
+        _release_if_idle(ending=thread)
+
+
+def _release_if_idle(ending: threading.Thread | None = None) -> None:
+    """Restore the patched methods if no replay runs and no owned thread is alive (under ``_GUARD_LOCK``)."""
+    if _guard_references or not _saved_methods:
+        return
+    for thread in list(_owned_threads):
+        if thread is not ending and not thread.is_alive():
+            _owned_threads.pop(thread, None)
+    if any(thread is not ending for thread in list(_owned_threads)):
+        return
+    while _saved_methods:
+        cls, name, original = _saved_methods.pop()
+        if original is None:
+            delattr(cls, name)
+        else:
+            setattr(cls, name, original)
+    log.debug("sandbox.guard_removed")
 
 
 def _sandboxed_init(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -167,6 +352,8 @@ def _sandboxed_init(original: Callable[..., Any]) -> Callable[..., Any]:
     def __init__(self, *args, **kwargs):
         from google.auth.credentials import AnonymousCredentials
 
+        if _after_replay_passthrough():
+            return original(self, *args, **kwargs)
         kwargs.pop("transport", None)
         kwargs["credentials"] = AnonymousCredentials()
         kwargs["client_options"] = {"api_endpoint": SANDBOX_PUBSUB_ENDPOINT}
@@ -189,8 +376,10 @@ _OTHER_PUBLISHER_RPCS = (
 )
 
 
-def _rejected_rpc(name: str) -> Callable[..., Any]:
-    def rpc(self, *args, **kwargs):  # noqa: ARG001
+def _rejected_rpc(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    def rpc(self, *args, **kwargs):
+        if _after_replay_passthrough():
+            return original(self, *args, **kwargs)
         raise SandboxViolation(
             f"PublisherClient.{name} is not available during a replay: the sandbox lets no call "
             "reach Pub/Sub; only publish is captured")
@@ -203,19 +392,20 @@ def _publisher_patches() -> list[tuple[type, str, Callable[..., Any]]]:
     patches: list[tuple[type, str, Callable[..., Any]]] = []
     try:
         from google.cloud.pubsub_v1 import PublisherClient
-        patches.append((PublisherClient, "publish", _sandbox_publish))
+        patches.append((PublisherClient, "publish", _sandbox_publish_for(PublisherClient.publish)))
         patches.append((PublisherClient, "__init__", _sandboxed_init(PublisherClient.__init__)))
     except ImportError:
         pass
     try:
         from google.pubsub_v1.services.publisher import PublisherClient as GapicPublisherClient
-        patches.append((GapicPublisherClient, "publish", _sandbox_gapic_publish))
+        patches.append((GapicPublisherClient, "publish", _sandbox_gapic_publish_for(GapicPublisherClient.publish)))
         patches.append((GapicPublisherClient, "__init__", _sandboxed_init(GapicPublisherClient.__init__)))
         for name in _OTHER_PUBLISHER_RPCS:
             if name in GapicPublisherClient.__dict__:
-                patches.append((GapicPublisherClient, name, _rejected_rpc(name)))
+                patches.append((GapicPublisherClient, name, _rejected_rpc(name, GapicPublisherClient.__dict__[name])))
     except ImportError:
         pass
+    patches.append((threading.Thread, "start", _recording_start))
     return patches
 
 
@@ -228,7 +418,7 @@ def publish_guard() -> Iterator[None]:
     """
     global _guard_references
     with _GUARD_LOCK:
-        if _guard_references == 0:
+        if _guard_references == 0 and not _saved_methods:
             for cls, name, replacement in _publisher_patches():
                 # None marks an inherited method: restoring deletes the override.
                 _saved_methods.append((cls, name, cls.__dict__.get(name)))
@@ -239,13 +429,9 @@ def publish_guard() -> Iterator[None]:
     finally:
         with _GUARD_LOCK:
             _guard_references -= 1
-            if _guard_references == 0:
-                while _saved_methods:
-                    cls, name, original = _saved_methods.pop()
-                    if original is None:
-                        delattr(cls, name)
-                    else:
-                        setattr(cls, name, original)
+            _release_if_idle()
+            if _guard_references == 0 and _saved_methods:
+                log.info("sandbox.guard_kept", threads=len(_owned_threads))
 
 
 def dropped_publishes() -> int:
@@ -321,7 +507,7 @@ class _Worker:
                 job.end_ns = time.perf_counter_ns()
                 job.done.release()
             if self.abandoned:
-                _abandoned_threads.discard(self.thread)
+                _thread_ended(self.thread)
                 return
 
 
@@ -343,10 +529,16 @@ def _restore_environment(saved: dict[str, str | None]) -> None:
 @contextlib.contextmanager
 def _environment(values: tuple[tuple[str, str], ...]) -> Iterator[None]:
     saved = _apply_environment(values)
+    # The C library reads TZ only on tzset(): without it a configured TZ would not reach localtime().
+    zone_changed = "TZ" in saved and saved["TZ"] != os.environ.get("TZ")
+    if zone_changed:
+        time.tzset()
     try:
         yield
     finally:
         _restore_environment(saved)
+        if zone_changed:
+            time.tzset()
 
 
 def _start_travel(publish_time_micros: int | None) -> Any:
@@ -363,6 +555,9 @@ def _start_travel(publish_time_micros: int | None) -> Any:
 
     moment = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=publish_time_micros)
     traveller = time_machine.travel(moment, tick=True)
+    if hasattr(traveller, "destination_tzname"):
+        # time_machine would set TZ=UTC for a UTC destination; the sandbox environment owns TZ.
+        traveller.destination_tzname = None
     traveller.start()
     return traveller
 
@@ -501,9 +696,10 @@ class Sandbox:
         self.last_timeout: CallResult | None = None
         self._lane_values: dict[str, str] = dict(self._environment_values())
         self._clock: _CallClock | None = None
-        if settings.clock == "recorded":
+        if settings.clock == "recorded" and "TZ" not in self._lane_values:
             # The travel moves "now", and TZ=UTC makes local time read as UTC, as
-            # time_machine does for a UTC destination.
+            # time_machine does for a UTC destination. A configured TZ wins: the
+            # clock sets the instant, TZ only how local time renders it.
             self._lane_values["TZ"] = "UTC"
 
     def __enter__(self) -> "Sandbox":
@@ -571,6 +767,7 @@ class Sandbox:
                 try:
                     body()
                 except _Abandoned:
+                    _thread_ended(threading.current_thread())
                     return  # the supervisor no longer waits for this runner
                 except BaseException as error:  # handed to the supervisor, which re-raises it
                     outcome["error"] = error
@@ -603,10 +800,10 @@ class Sandbox:
 
     def _abandon(self, inline: _InlineCall) -> None:
         """Undo a timed-out call's settings on its behalf; the caller has acquired ``_state_lock``."""
-        global _active_capture
         inline.abandoned = True
-        _abandoned_threads.add(inline.thread)
-        _active_capture = None
+        # The thread stays the call's: what it publishes from now on is a stray publish of it.
+        _owned_threads[inline.thread] = inline.capture
+        _call_threads.pop(inline.thread, None)
         inline.capture.closed = True
         _CallClock.stop(inline.traveller)
         self._inline = None
@@ -616,7 +813,6 @@ class Sandbox:
 
     def _call_inline(self, function: Callable[[], Any], *, capture: PublishCapture, timeout_s: float,
                      travel_to: int | None) -> CallResult:
-        global _active_capture
         _CALL_LOCK.acquire()
         try:
             _ensure_lane_environment(self._lane_values)
@@ -630,7 +826,7 @@ class Sandbox:
                              timeout_s=timeout_s, capture=capture, traveller=traveller)
         with self._state_lock:
             self._inline = inline
-        _active_capture = capture
+        _call_threads[inline.thread] = capture
         capture.started_ns = time.perf_counter_ns()
         value: Any = None
         error: BaseException | None = None
@@ -643,7 +839,7 @@ class Sandbox:
             if inline.abandoned:
                 raise _Abandoned()
             self._inline = None
-            _active_capture = None
+            _call_threads.pop(inline.thread, None)
             capture.closed = True
             _CallClock.stop(traveller)
             _CALL_LOCK.release()
@@ -653,23 +849,22 @@ class Sandbox:
 
     def _call_in_worker(self, function: Callable[[], Any], *, capture: PublishCapture, timeout_s: float,
                         travel_to: int | None) -> CallResult:
-        global _active_capture
-        with _CALL_LOCK, _environment(self._environment_values()), _recorded_clock(travel_to):
+        with _CALL_LOCK, _environment(tuple(self._lane_values.items())), _recorded_clock(travel_to):
             if self._worker is None:
                 self._worker = _Worker()
             worker = self._worker
-            _active_capture = capture
+            _call_threads[worker.thread] = capture
             capture.started_ns = time.perf_counter_ns()
             job = worker.submit(function)
             try:
                 finished = job.done.acquire(timeout=timeout_s)
             finally:
-                _active_capture = None
+                _call_threads.pop(worker.thread, None)
             if not finished:
                 # NOTE: Python cannot stop a thread; the timed-out call keeps running in
                 # its abandoned daemon thread, and any publish it makes later is dropped.
+                _owned_threads[worker.thread] = capture
                 worker.abandoned = True
-                _abandoned_threads.add(worker.thread)
                 self._worker = None
                 self.abandoned_workers += 1
                 capture.closed = True

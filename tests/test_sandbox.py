@@ -57,7 +57,8 @@ def test_publisher_client_is_captured():
     capture = _capture()
 
     def processor():
-        client = pubsub_v1.PublisherClient()
+        options = pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
+        client = pubsub_v1.PublisherClient(publisher_options=options)
         first = client.publish("projects/p/topics/scores-out", b"{}", kind="total").result(timeout=1)
         second = client.publish("projects/p/topics/scores-out", b"[]", ordering_key="g1").result(timeout=1)
         return first, second
@@ -287,3 +288,27 @@ def test_supervised_body_error_raised():
     with Sandbox(SandboxSettings(clock="wall")) as sandbox, pytest.raises(KeyError) as raised:
         sandbox.supervise(body)
     assert raised.value.args == ("lane bug",)
+
+
+@pytest.mark.parametrize("supervised", [False, True])
+def test_configured_zone_wins_over_recorded_clock(supervised):
+    """TZ in [sandbox] env sets how the recorded instant renders as local time."""
+    settings = SandboxSettings(env=(("TZ", "America/New_York"),), clock="recorded")
+
+    def probe():
+        return dt.datetime.now(), time.localtime().tm_zone, dt.datetime.now(dt.timezone.utc)
+
+    seen: list = []
+    with Sandbox(settings) as sandbox:
+        def run():
+            seen.append(sandbox.call(probe, capture=_capture(), timeout_s=5, publish_time_micros=PUBLISHED_AT))
+
+        if supervised:
+            sandbox.supervise(run)
+        else:
+            run()
+    naive, zone, instant = seen[0].value
+    # 2024-03-09 23:30 UTC is 18:30 EST in New York.
+    assert zone == "EST"
+    assert naive.replace(microsecond=0) == dt.datetime(2024, 3, 9, 18, 30)
+    assert datetime_to_micros(instant) // 1_000_000 == PUBLISHED_AT // 1_000_000
