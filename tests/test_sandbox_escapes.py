@@ -245,3 +245,22 @@ def test_ordering_key_accepted_with_ordering_enabled():
         result = sandbox.call(processor, capture=capture, timeout_s=10, publish_time_micros=PUBLISHED_AT)
     assert result.error is None
     assert [(p.topic, p.ordering_key) for p in capture.published] == [("side", "k1")]
+
+
+def test_cut_cascade_fails_the_report(tmp_path, monkeypatch):
+    """A run whose cascade hit the call limit fails the cascade_limit check and exits non-zero."""
+    from replayer.run import run_replay
+
+    monkeypatch.setattr(lane_module, "MAX_CALLS_PER_ENTRY_EVENT", 20)
+    recording.write_archive(str(tmp_path / "archive"))
+    path = recording.write_config(tmp_path / "replay.toml", archive=str(tmp_path / "archive"),
+                                  output=str(tmp_path / "out"),
+                                  box_scores_target="tests.test_sandbox_escapes:self_loop2")
+    result = run_replay(path)
+
+    assert result.run_meta["cascade_limit_hits"] > 0
+    checks = [check for check in result.report.checks if check.name == "cascade_limit"]
+    assert len(checks) == 1
+    assert checks[0].status == "fail"
+    assert checks[0].value == result.run_meta["cascade_limit_hits"]
+    assert result.exit_code == 1

@@ -162,3 +162,22 @@ def damaged_files_check(validation: Validation, thresholds: Thresholds) -> Check
     return Check("damaged_files", {}, len(damaged), thresholds.max_damaged_files, status,
                  f"{len(damaged)} damaged archive files skipped ({listed or 'none'}; "
                  f"limit {thresholds.max_damaged_files}){fix}")
+
+
+def cascade_limit_check(run_meta: Mapping[str, Any]) -> Check | None:
+    """Check that no cascade was cut by the per-entry-event call limit; None when the run has no such counter.
+
+    A cut cascade means part of the day was never replayed, so any hit fails
+    the run: the usual cause is a processor that publishes into a topic that
+    leads back to itself.
+    """
+    if "cascade_limit_hits" not in run_meta:
+        return None
+    hits = int(run_meta.get("cascade_limit_hits") or 0)
+    status = FAIL if hits else OK
+    fix = ("; look for a processor whose outputs lead back to its own topic (replay.cascade_limit in the log "
+           "names the entry event)" if hits else "")
+    return Check("cascade_limit", {}, hits, 0, status,
+                 f"{hits} outputs not delivered because their chain reached the limit of calls per entry "
+                 f"event{fix}")
+

@@ -64,6 +64,10 @@ def build_junit(report: "Report") -> ET.ElementTree:
     checks = [check for check in report.checks if check.name == "damaged_files"]
     added, failed = _case(suite, "replay.validation", "archive files readable", checks)
     tests, failures = tests + added, failures + failed
+    checks = [check for check in report.checks if check.name == "cascade_limit"]
+    if checks:
+        added, failed = _case(suite, "replay.validation", "cascades complete", checks)
+        tests, failures = tests + added, failures + failed
     for element in (root, suite):
         element.set("tests", str(tests))
         element.set("failures", str(failures))

@@ -21,6 +21,7 @@ from replayer.diff.causes import explain_missing
 from replayer.diff.checks import (
     FAIL,
     Check,
+    cascade_limit_check,
     damaged_files_check,
     error_checks,
     latency_checks,
@@ -168,7 +169,7 @@ def _phase_latency(recorded: Sequence[RecordedEvent], calls: Sequence[Mapping[st
 def _run_summary(run_meta: Mapping[str, Any], skipped_outputs: int, elapsed_s: float) -> dict[str, Any]:
     keys = ("mode", "dates", "phases", "speed", "config", "archive", "runner", "started_at", "finished_at",
             "planned_duration_s", "elapsed_s", "pacing", "gaps_shortened", "out_of_order", "where", "read",
-            "abandoned_calls", "unrouted_outputs", "baseline", "candidate")
+            "abandoned_calls", "unrouted_outputs", "cascade_limit_hits", "baseline", "candidate")
     summary = {key: run_meta[key] for key in keys if key in run_meta}
     summary["recorded_outputs_of_unconfigured_processors"] = skipped_outputs
     summary["report_elapsed_s"] = round(elapsed_s, 3)
@@ -251,6 +252,9 @@ def build_report(
     checks.extend(error_checks(calls, thresholds, order))
     checks.extend(validation_checks(validation, thresholds))
     checks.append(damaged_files_check(validation, thresholds))
+    cascade_check = cascade_limit_check(run_meta)
+    if cascade_check is not None:
+        checks.append(cascade_check)
     exit_code = 1 if any(check.status == FAIL for check in checks) else 0
 
     report = Report(
