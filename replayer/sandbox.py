@@ -633,6 +633,10 @@ def _ensure_lane_environment(values: Mapping[str, str]) -> None:
     Only variables whose value differs are set, so a lane pays one lookup
     per variable and call, and a variable a processor changed is reset
     before the next call, as when every call set and restored them.
+
+    NOTE: a variable that is not configured and that a processor adds or
+    changes stays for the later calls of the run; the launcher restores the
+    whole environment only when the run ends.
     """
     environ = os.environ
     for name, value in values.items():
