@@ -18,11 +18,11 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
+from recorder._reader import DATE_FOLDER, _parse_date_folder
 from recorder._storage import Storage, join_uri
 from schemas import RecordedEvent
 from schemas._event import PHASE_PATTERN
 
-DATE_FOLDER = "date="
 PHASE_FOLDER = "phase="
 # Misplaced records are summarised per partition; this many event ids are listed as examples.
 MAX_EXAMPLE_EVENT_IDS = 3
@@ -40,15 +40,6 @@ class FolderWarning:
         return dataclasses.asdict(self)
 
 
-def _date_of_folder(name: str) -> dt.date | None:
-    if not name.startswith(DATE_FOLDER):
-        return None
-    try:
-        return dt.date.fromisoformat(name[len(DATE_FOLDER):])
-    except ValueError:
-        return None
-
-
 def find_folder_warnings(storage: Storage, archive_uri: str, *, start_date: dt.date | None = None,
                          end_date: dt.date | None = None) -> list[FolderWarning]:
     """List the archive's date and phase folders that the reader skips or should not accept.
@@ -60,7 +51,7 @@ def find_folder_warnings(storage: Storage, archive_uri: str, *, start_date: dt.d
     warnings = []
     for date_name in storage.list_dirs(archive_uri):
         date_uri = join_uri(archive_uri, date_name)
-        date = _date_of_folder(date_name)
+        date = _parse_date_folder(date_name)
         if date is None:
             if date_name.startswith(DATE_FOLDER):
                 reason = f"{date_name!r} is not a valid date folder (expected date=YYYY-MM-DD); its files are not read"

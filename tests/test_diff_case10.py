@@ -11,6 +11,7 @@ import pytest
 from replayer.diff import DiffRules, latency_rows, match_outputs, parse_thresholds, validate
 from replayer.diff.latency import recorded_latencies
 from schemas import Direction, RecordedEvent, parse_date
+from tests.topology.recording import CASE10_TOML
 
 PARTITION = "10-redelivery-duplicates/archive/date=2024-03-09/phase=score"
 
@@ -126,24 +127,6 @@ def test_resend_replay_diff(recording):
 
 
 # --- the same recording replayed by run_replay: the report's view of it ----------
-
-CASE10_TOML = """
-phases = ["score"]
-[archive]
-uri = "{archive}"
-[replay]
-mode = "cascade"
-speed = "max"
-output = "{output}"
-resend_redeliveries = {resend}
-[[processors]]
-name = "totals"
-phase = "score"
-adapter = "callable"
-target = "tests.topology.processors:running_total"
-subscribes = ["scores"]
-stateful = true
-"""
 
 
 def _replay_case(cases_dir, tmp_path, *, resend: bool) -> tuple[int, dict]:

@@ -213,25 +213,6 @@ def test_dry_run_plans_without_running(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-CASE10_TOML = """
-phases = ["score"]
-[archive]
-uri = "{archive}"
-[replay]
-mode = "cascade"
-speed = "max"
-output = "{output}"
-resend_redeliveries = {resend}
-[[processors]]
-name = "totals"
-phase = "score"
-adapter = "callable"
-target = "tests.topology.processors:running_total"
-subscribes = ["scores"]
-stateful = true
-"""
-
-
 def _case10_archive(cases_dir, archive: str) -> None:
     path = cases_dir / "10-redelivery-duplicates" / "archive" / "date=2024-03-09" / "phase=score" / "input"
     with open(path / "part-0000.avro", "rb") as handle, \
@@ -251,7 +232,7 @@ def test_redeliveries(cases_dir, tmp_path, resend, expected):
     """Deduped replay sends each message once; resend mode replays the redeliveries as recorded."""
     _case10_archive(cases_dir, str(tmp_path / "archive"))
     path = tmp_path / "replay.toml"
-    path.write_text(CASE10_TOML.format(archive=tmp_path / "archive", output=tmp_path / "out", resend=resend))
+    path.write_text(recording.CASE10_TOML.format(archive=tmp_path / "archive", output=tmp_path / "out", resend=resend))
     result = run_replay(str(path))
     replayed = list(ArchiveReader(str(tmp_path / "out" / "archive"), dedupe=False).read())
     totals = sorted((json.loads(e.data)["game"], json.loads(e.data)["total"]) for e in replayed)

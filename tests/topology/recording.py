@@ -127,3 +127,23 @@ def write_archive(archive_uri: str) -> list[RecordedEvent]:
 def output_signature(events) -> list[tuple]:
     """Comparable form of OUTPUT events: (phase, processor, topic, payload), sorted."""
     return sorted((e.phase, e.processor, e.topic, e.data) for e in events if e.direction is Direction.OUTPUT)
+
+
+# One stateful processor over the redelivery case's archive (phase "score", topic "scores").
+CASE10_TOML = """
+phases = ["score"]
+[archive]
+uri = "{archive}"
+[replay]
+mode = "cascade"
+speed = "max"
+output = "{output}"
+resend_redeliveries = {resend}
+[[processors]]
+name = "totals"
+phase = "score"
+adapter = "callable"
+target = "tests.topology.processors:running_total"
+subscribes = ["scores"]
+stateful = true
+"""
