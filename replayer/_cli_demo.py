@@ -236,7 +236,7 @@ def demo_command(ctx: click.Context, archive: str, data_root: str, output: str, 
     """Record a synthetic NBA game day with the example pipeline, replay phases 2-6 and report.
 
     Writes only into the three folders. A rerun replaces what an earlier demo
-    wrote there and rejects folders holding anything else. Exits 0 when every
+    wrote there and rejects folders containing anything else. Exits 0 when every
     replayed output is identical to the recorded one.
     """
     _quiet_logging(ctx)

@@ -45,7 +45,7 @@ class EmulatedRecording:
     """Result of one recording on the emulators.
 
     ``published`` counts the messages each topic received, read back from an
-    audit subscription per topic (independent of the recorder);
+    audit subscription per topic (independent of the recorder).
     ``failures`` lists ``(processor, message_id, error)`` of failed deliveries
     (the planned first attempt of the redelivered message included).
     """

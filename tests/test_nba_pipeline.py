@@ -56,7 +56,8 @@ def test_bdl_parser_real_lines(real_payloads):
     rows = phase2.parse_bdl_box_scores(real_payloads.box_scores, game_date=GAME_DATE)
     assert len(rows) == 384
     assert len({row["game_code"] for row in rows}) == 11
-    assert all(row["player_id"] and row["team_abbr"] != row["opponent_abbr"] for row in rows)
+    assert all(row["player_id"] for row in rows)
+    assert all(row["team_abbr"] != row["opponent_abbr"] for row in rows)
 
 
 def test_scoreboard_parser_real_games(real_payloads):
@@ -216,7 +217,8 @@ def test_rewrite_same_rows_is_noop(data_root):
     """Writing identical rows twice keeps one object and reports it as existing."""
     first = storage.write_rows(dataset="nba_raw", table="t", game_date=GAME_DATE, name="x", rows=[{"a": 1}])
     second = storage.write_rows(dataset="nba_raw", table="t", game_date=GAME_DATE, name="x", rows=[{"a": 1}])
-    assert first.created and not second.created
+    assert first.created
+    assert not second.created
     assert first.uri == second.uri
 
 
@@ -348,7 +350,8 @@ def test_production_synthetic_day(tmp_path):
     )
     assert run.failures == ()
     assert run.published["nba-phase6-export-complete"] == 3
-    assert run.recorded > 0 and run.dropped == 0
+    assert run.recorded > 0
+    assert run.dropped == 0
 
 
 def _run_chain(real_payloads, tmp_path):
@@ -417,4 +420,5 @@ def test_messages_carry_counts_and_digests(real_payloads, data_root, tmp_path):
     # Phase 5 publishes each player's prediction row itself.
     predictions = published["nba-phase5-predictions-complete"]
     assert len(predictions) == sum(len(storage.read_rows(m["rows_object"])) for m in published["nba-phase6-export-trigger"])
-    assert all(isinstance(m["predicted_points"], float) and m["record_count"] == 1 for m in predictions)
+    assert all(isinstance(m["predicted_points"], float) for m in predictions)
+    assert all(m["record_count"] == 1 for m in predictions)

@@ -86,7 +86,7 @@ class DemoFolder:
 
 @dataclasses.dataclass(frozen=True)
 class DemoResult:
-    """Everything the demo did.
+    """Result of one demo run.
 
     ``production`` is the :class:`examples.nba.production.ProductionRun`,
     ``replay`` the :class:`replayer.run.RunResult`. ``max_gap_s`` is the idle

@@ -1,14 +1,14 @@
 """A deterministic synthetic NBA game day in the real scrapers' formats.
 
 :func:`generate_game_day` returns a BallDontLie ``box_scores`` response and an
-NBA.com ``scoreboardV2`` response for ``n_games`` games on one date, with the
-same keys, nesting and value types as the real payloads (minutes as
+NBA.com ``scoreboardV2`` response for ``n_games`` games on one date. Both
+have the same keys, nesting and value types as the real payloads: minutes as
 zero-padded strings, shooting percentages as floats, ``resultSets`` of
-``headers`` + ``rowSet``). The same seed gives byte-identical payloads.
+``headers`` + ``rowSet``. The same seed gives byte-identical payloads.
 
-Box scores are internally consistent: points are 2 * FGM + 3PM + FTM, rebounds
-are offensive + defensive, team scores are the sums of their players' points,
-quarter scores add up to the final score, and there are no ties.
+Box scores are internally consistent. Points are 2 * FGM + 3PM + FTM, and
+rebounds are offensive + defensive. Team scores are the sums of their players'
+points, quarter scores add up to the final score, and there are no ties.
 """
 
 from __future__ import annotations
@@ -272,8 +272,14 @@ def _scoreboard(rng, date, season, first_game_number, results) -> dict[str, Any]
                 )],
             ])
         home_wins = rng.randint(0, 2)
+        if home_wins == 1:
+            series_leader = "Tied"
+        elif home_wins == 2:
+            series_leader = home[5]
+        else:
+            series_leader = visitor[5]
         sets["SeriesStandings"].append([game_id, home[2], visitor[2], date_est, home_wins, 2 - home_wins,
-                                        "Tied" if home_wins == 1 else (home[5] if home_wins == 2 else visitor[5])])
+                                        series_leader])
         last = date - dt.timedelta(days=rng.randint(10, 60))
         sets["LastMeeting"].append([
             game_id, f"002{season % 100:02d}{max(1, first_game_number - rng.randint(50, 300)):05d}",

@@ -62,6 +62,11 @@ def _record_report(state: dict, key: str, report: Mapping[str, Any], expected: t
     return None
 
 
+def _upstream_table(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the rows object and its digest that a trigger names for one upstream table."""
+    return {"rows_object": report["rows_object"], "content_sha256": report["content_sha256"]}
+
+
 def orchestrate_phase2_to_3(message, ctx) -> None:
     """Publish one phase 3 trigger per game once both phase 2 processors reported the date."""
     clock = HandlingClock()
@@ -70,10 +75,12 @@ def orchestrate_phase2_to_3(message, ctx) -> None:
     entry = _record_report(ctx.state, game_date, report, PHASE2_PROCESSOR_NAMES)
     if entry is None:
         return
+
     box_scores = entry["reports"][BDL_PROCESSOR_NAME]
     scoreboard = entry["reports"][NBAC_PROCESSOR_NAME]
     lines_per_code = {game["game_code"]: game["record_count"] for game in box_scores["games"]}
     date_game_ids = [game["game_id"] for game in scoreboard["games"] if game["game_code"] in lines_per_code]
+
     for game in scoreboard["games"]:
         if game["game_code"] not in lines_per_code:
             log.warning("nba.game_skipped", date=game_date, game=game["game_id"], reason="no box score lines")
@@ -93,18 +100,12 @@ def orchestrate_phase2_to_3(message, ctx) -> None:
             visitor_team_abbr=game["visitor_team_abbr"],
             date_game_ids=date_game_ids,
             upstream={
-                "nba_raw.bdl_player_boxscores": {
-                    "rows_object": box_scores["rows_object"],
-                    "content_sha256": box_scores["content_sha256"],
-                },
-                "nba_raw.nbac_scoreboard_games": {
-                    "rows_object": scoreboard["rows_object"],
-                    "content_sha256": scoreboard["content_sha256"],
-                },
+                "nba_raw.bdl_player_boxscores": _upstream_table(box_scores),
+                "nba_raw.nbac_scoreboard_games": _upstream_table(scoreboard),
             },
         )
         publish_message(ctx, TOPIC_PHASE3_TRIGGER, trigger)
-    log.info("nba.phase_triggered", phase="phase3", date=game_date, records=len(date_game_ids))
+    log.info("nba.phase_triggered", phase="phase3", date=game_date, game_ids=date_game_ids)
 
 
 def orchestrate_phase3_to_4(message, ctx) -> None:
@@ -128,15 +129,9 @@ def orchestrate_phase3_to_4(message, ctx) -> None:
         clock=clock,
         game_id=game_id,
         upstream={
-            "nba_analytics.player_game_summary": {
-                "rows_object": players["rows_object"],
-                "content_sha256": players["content_sha256"],
-            },
-            "nba_analytics.team_game_summary": {
-                "rows_object": teams["rows_object"],
-                "content_sha256": teams["content_sha256"],
-            },
+            "nba_analytics.player_game_summary": _upstream_table(players),
+            "nba_analytics.team_game_summary": _upstream_table(teams),
         },
     )
     publish_message(ctx, TOPIC_PHASE4_TRIGGER, trigger)
-    log.info("nba.phase_triggered", phase="phase4", date=game_date, game=game_id)
+    log.info("nba.phase_triggered", phase="phase4", date=game_date, game_ids=[game_id])

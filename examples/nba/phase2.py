@@ -1,10 +1,10 @@
 """Phase 2 raw processors: scraper payloads in, ``nba_raw`` rows and a completion message out.
 
-Each processor handles one ``nba-phase1-scrapers-complete`` message, reads the
-scraper payload its ``gcs_path`` (or ``source_uri``) names, parses it into
-rows, writes them under ``DATASET_PREFIX`` + ``nba_raw`` and publishes
-``nba-phase2-raw-complete`` with the row count, the rows' SHA-256 and the
-games, teams and players they cover.
+Each processor handles one ``nba-phase1-scrapers-complete`` message and reads
+the scraper payload its ``gcs_path`` (or ``source_uri``) names. It parses the
+payload into rows and writes them under ``DATASET_PREFIX`` + ``nba_raw``. Then
+it publishes ``nba-phase2-raw-complete`` with the row count, the rows' SHA-256
+and the games, teams and players they cover.
 
 * :func:`process_bdl_boxscores`: BallDontLie ``box_scores`` (one entry per
   game with nested teams and player lines) into ``nba_raw.bdl_player_boxscores``,

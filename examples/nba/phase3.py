@@ -1,10 +1,10 @@
 """Phase 3 analytics: per game player and team summaries from the raw rows.
 
-:func:`summarize_game` reads the raw rows a ``nba-phase3-trigger`` names,
-builds ``nba_analytics.player_game_summary`` (one row per player line, minutes
-as float) and ``nba_analytics.team_game_summary`` (one row per team, box
-score totals checked against NBA.com's line score), writes both under
-``DATASET_PREFIX`` and returns the two ``nba-phase3-analytics-complete``
+:func:`summarize_game` reads the raw rows a ``nba-phase3-trigger`` names. It
+builds ``nba_analytics.player_game_summary``, one row per player line with
+minutes as float, and ``nba_analytics.team_game_summary``, one row per team
+with box score totals checked against NBA.com's line score. It writes both
+under ``DATASET_PREFIX`` and returns the two ``nba-phase3-analytics-complete``
 messages. The Flask service in :mod:`examples.nba.phase3_app` publishes them.
 """
 
@@ -125,7 +125,7 @@ def team_game_summaries(player_rows: Sequence[Mapping[str, Any]], game: Mapping[
 
 @dataclasses.dataclass(frozen=True)
 class GameSummaries:
-    """What phase 3 produced for one game: the rows and the two completion messages."""
+    """Phase 3 output for one game: the rows and the two completion messages."""
 
     player_rows: list[dict[str, Any]]
     team_rows: list[dict[str, Any]]

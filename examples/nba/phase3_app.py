@@ -4,7 +4,7 @@
 computes the game's summaries (:func:`examples.nba.phase3.summarize_game`) and
 publishes each ``nba-phase3-analytics-complete`` message with the real
 ``google.cloud.pubsub_v1.PublisherClient``: the recorder SDK records those
-publishes in production and the replay sandbox intercepts them. It answers
+publishes in production and the replay sandbox intercepts them. It returns
 204 (ack), 400 for a body that is not a push envelope (Pub/Sub would
 redeliver it until it dead-letters), and 500 when processing fails.
 

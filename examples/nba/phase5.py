@@ -9,8 +9,8 @@ then one ``nba-phase6-export-trigger`` for the game.
 
 The formula shrinks each per-minute rate towards a league rate with a few
 pseudo-minutes and multiplies it by projected minutes, so low-minute
-outliers do not dominate. :class:`PredictionModel` holds every coefficient;
-:func:`make_prediction_processor` builds a processor for another model.
+outliers do not dominate. :class:`PredictionModel` contains every coefficient,
+and :func:`make_prediction_processor` builds a processor for another model.
 """
 
 from __future__ import annotations

@@ -8,9 +8,8 @@ It writes the scraper payloads and production rows under a data root and the
 recorded events into an archive. No cloud service is contacted.
 
 The bus replaces ``PublisherClient.publish`` before the recorder wraps it, so
-the recorder sees every publish and records it as an OUTPUT, while the bus
-routes the message to its subscribers, as Pub/Sub push would, filters
-included. Simulated time gives the recording realistic publish-time gaps:
+the recorder records every publish as an OUTPUT. The bus then routes the
+message to its subscribers, filters included, as Pub/Sub push would. Simulated time gives the recording realistic publish-time gaps:
 phase 1 scrapers finish in the early morning (US Eastern) after the game
 date, and each processor's first publish happens its processing time after
 the message arrived (seconds to minutes per phase). A processor starts at its
@@ -94,13 +93,14 @@ SUBSCRIBERS = _subscribers()
 
 @dataclasses.dataclass(frozen=True)
 class ProductionRun:
-    """What one production-like recording did.
+    """Summary of one production-like recording.
 
-    ``published`` counts messages per topic (phase 1 included); ``deliveries``
-    counts processor calls; ``failures`` lists ``(processor, message_id, error)``
-    for calls that raised or nacked; ``recorded`` is the number of events the
-    recorders wrote; ``first_publish_micros``/``last_publish_micros`` bound
-    the simulated timeline.
+    ``published`` counts messages per topic (phase 1 included), and
+    ``deliveries`` counts processor calls. ``failures`` lists
+    ``(processor, message_id, error)`` for calls that raised or nacked.
+    ``recorded`` is the number of events the recorders wrote.
+    ``first_publish_micros`` and ``last_publish_micros`` bound the simulated
+    timeline.
     """
 
     archive_uri: str
@@ -232,7 +232,7 @@ def _simulated_work_client(bus: InProcessBus):
             bus.before_publish()
             return super().publish(topic, data, *args, **kwargs)
 
-    # Anonymous credentials: the bus answers every publish, so no request is ever sent.
+    # Anonymous credentials suffice because the bus handles every publish, so no request is ever sent.
     return SimulatedWorkPublisher(credentials=AnonymousCredentials())
 
 
@@ -254,7 +254,7 @@ def load_realdata(realdata_dir: str | Path, game_date: str) -> GamePayloads:
             payloads.append(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError as error:
             raise FileNotFoundError(
-                f"real data file {str(path)!r} not found; pass --realdata with a folder holding "
+                f"real data file {str(path)!r} not found; pass --realdata with a folder containing "
                 f"{pattern.format(date=game_date)!r}, or use --synthetic-games N"
             ) from error
     return GamePayloads(box_scores=payloads[0], scoreboard=payloads[1])
@@ -428,12 +428,12 @@ def record_production_day(
                         processor=subscriber.name, topic=delivery.topic, subscription=subscription,
                         ordering_key=delivery.ordering_key, delivery_attempt=delivery.delivery_attempt,
                     ) as handling:
-                        answer = classify_return(subscriber.target(message, ctx))
-                        if answer.status is not None:
-                            handling.set_status(answer.status)
-                        elif not answer.ack:
+                        outcome = classify_return(subscriber.target(message, ctx))
+                        if outcome.status is not None:
+                            handling.set_status(outcome.status)
+                        elif not outcome.ack:
                             handling.nack()
-                    if not answer.ack:
+                    if not outcome.ack:
                         failures.append((subscriber.name, delivery.message_id, "nack"))
                 except Exception as error:  # production goes on after a failed message
                     failures.append((subscriber.name, delivery.message_id, f"{type(error).__name__}: {error}"))

@@ -1,4 +1,4 @@
-"""Where the example NBA processors read payloads and write rows and exports.
+"""Storage paths where the example NBA processors read payloads and write rows and exports.
 
 Everything goes through the archive's storage layer (``recorder._storage``),
 so a data root may be a local folder, a ``file://`` URI or ``gs://bucket/prefix``.
@@ -21,7 +21,7 @@ production while writing only under ``test_`` datasets.
 
 Reading resolves a relative object under the prefixed root first and then
 under the production root. The digest in the name pins the content, so the
-fall-back can only return the exact rows the message names: an isolated
+fall-back can only return the exact rows the message names. An isolated
 replay of one phase reads production's upstream rows read-only, and a
 cascade replay reads what the replayed upstream phase wrote.
 """
@@ -51,10 +51,10 @@ class MissingInputDataError(FileNotFoundError):
 class StoredObject:
     """Rows or an export written by a processor.
 
-    ``relative_path`` is what messages carry; ``uri`` is where it was written
-    (under the prefix in force); ``content_sha256`` is the digest of the
-    canonical JSON content; ``created`` is false when identical content was
-    already there.
+    ``relative_path`` is the path that messages carry, and ``uri`` is where the
+    object was written (under the prefix in force). ``content_sha256`` is the
+    digest of the canonical JSON content. ``created`` is false when identical
+    content was already there.
     """
 
     relative_path: str
