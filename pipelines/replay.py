@@ -58,7 +58,7 @@ _CALL_ENCODER = json.JSONEncoder(sort_keys=True)
 
 
 def writer_id_for(lane: str) -> str:
-    """A valid archive writer id (file-name safe, at most 63 characters) for a lane."""
+    """Return a valid archive writer id (file-name safe, at most 63 characters) for a lane."""
     return _WRITER_ID_UNSAFE.sub("_", lane)[:63]
 
 
@@ -418,7 +418,7 @@ def build_replay(pipeline: beam.Pipeline, *, config: ReplayConfig, selection: Se
 
 @dataclasses.dataclass(frozen=True)
 class PipelineOutcome:
-    """What the launcher learns from a finished pipeline: runner, state and counters."""
+    """Result of a finished pipeline, as read by the launcher: runner, state and counters."""
 
     runner: str
     in_process: bool

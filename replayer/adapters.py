@@ -1,8 +1,8 @@
 """Processor adapters: how a replayed message reaches a processor.
 
-``callable`` calls ``process(message, ctx)`` (or ``process(push_body)`` with
-``receives = "envelope"``); ``wsgi`` calls a Flask or any WSGI app in-process
-with the genuine Pub/Sub push envelope; ``http`` POSTs that envelope to a
+``callable`` calls ``process(message, ctx)``, or ``process(push_body)`` with
+``receives = "envelope"``. ``wsgi`` calls a Flask or any WSGI app in-process
+with the genuine Pub/Sub push envelope, and ``http`` POSTs that envelope to a
 running service. :data:`ADAPTERS` maps each adapter name to its class, and
 every adapter returns a :class:`Delivery` classified as Pub/Sub would: for
 push, 102, 200, 201, 202 and 204 are acks and every other status is a nack.
@@ -65,9 +65,9 @@ class Message:
 
 
 class ProcessorContext:
-    """What a callable processor gets besides its message.
+    """Context a callable processor receives besides its message.
 
-    ``publish`` hands a message to the replay (nothing is sent to Pub/Sub);
+    ``publish`` hands a message to the replay, and nothing is sent to Pub/Sub.
     ``state`` lives for the whole replay lane when the processor is stateful
     and is a fresh dict for every call otherwise.
     """
@@ -92,14 +92,14 @@ class ProcessorContext:
 
 @dataclasses.dataclass(frozen=True)
 class Delivery:
-    """How a processor answered one message: acked or not, and the HTTP status if any."""
+    """Outcome of delivering one message: acked or not, and the HTTP status if any."""
 
     ack: bool
     status: int | None = None
 
 
 def _status_code_of(value: Any) -> int | None:
-    """The integer ``status_code`` of a response object (Flask, Werkzeug, requests), found by duck typing."""
+    """Return the integer ``status_code`` of a response object (Flask, Werkzeug, requests), found by duck typing."""
     status = getattr(value, "status_code", None)
     if isinstance(status, int) and not isinstance(status, bool):
         return status
@@ -148,7 +148,7 @@ class Adapter:
         self.context = context
 
     def envelope(self, message: Message) -> dict[str, Any]:
-        """The push body Pub/Sub would send for ``message`` on this processor's subscription."""
+        """Build the push body Pub/Sub would send for ``message`` on this processor's subscription."""
         attempt = None
         if self.processor.delivery_attempt:
             attempt = message.delivery_attempt or 1

@@ -147,7 +147,7 @@ def _reject_constant(name: str) -> Any:
 
 
 def where_value(text: str) -> Any:
-    """The value of ``--where /pointer=TEXT``: TEXT parsed as JSON when it is JSON, else TEXT itself.
+    """Parse the value of ``--where /pointer=TEXT``: TEXT as JSON when it is JSON, else TEXT itself.
 
     ``7`` is the number 7, ``true`` the boolean, ``"7"`` the string ``7``,
     and ``g1`` or ``0022300001`` (not JSON) the string as typed. ``NaN`` and
@@ -195,7 +195,7 @@ class ReplaySettings:
 
 @dataclasses.dataclass(frozen=True)
 class SandboxSettings:
-    """``[sandbox]``: environment set around every processor call, and the clock it sees."""
+    """``[sandbox]``: environment set around every processor call, and the clock the call reads."""
 
     env: tuple[tuple[str, str], ...] = ()
     clock: str = "recorded"
@@ -265,11 +265,11 @@ class ReplayConfig:
         return Path(self.file).resolve().parent if self.file else Path.cwd()
 
     def processors_of(self, phase: str) -> tuple[ProcessorConfig, ...]:
-        """The processors of ``phase``, in file order."""
+        """Return the processors of ``phase``, in file order."""
         return tuple(p for p in self.processors if p.phase == phase)
 
     def processor(self, name: str) -> ProcessorConfig:
-        """The processor called ``name``; KeyError when there is none."""
+        """Return the processor called ``name``; raise KeyError when there is none."""
         for candidate in self.processors:
             if candidate.name == name:
                 return candidate
@@ -278,7 +278,7 @@ class ReplayConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
-    """What one run replays: dates, phases in order, and ``--where`` filters on entry events.
+    """Scope of one run: dates, phases in order, and ``--where`` filters on entry events.
 
     ``replayed_topics`` are topics that the selected phases published to in
     the recording. In cascade mode the replayed processors publish them

@@ -1,7 +1,7 @@
 """The lane executor: replays one lane's entry events through the processors.
 
 A lane is one logical date in cascade mode, and one (date, processor) in
-isolated mode. Entry events are released on the pacing schedule; in cascade
+isolated mode. Entry events are released on the pacing schedule. In cascade
 mode every message a processor publishes is delivered at once, like Pub/Sub
 fan-out, to every selected processor subscribed to its topic (filters
 applied), through a FIFO queue. Each call is one call record (a JSON-ready
@@ -163,7 +163,7 @@ def replay_event_id(causation_id: str, processor: str, ordinal: int) -> str:
 
 def plan_lane(deliveries: Iterable[EntryDelivery], *, speed: float | None,
               max_gap_s: float | None) -> Schedule[EntryDelivery]:
-    """The release schedule of a lane's entry deliveries."""
+    """Plan the release schedule of a lane's entry deliveries."""
     return plan_schedule(
         deliveries,
         publish_time=lambda d: d.event.publish_time,
@@ -232,7 +232,7 @@ class _LaneRun:
 
 
 def _detached_state(state: dict) -> dict:
-    """A deep copy of a processor's state, taken while an abandoned call may still change it."""
+    """Deep-copy a processor's state while an abandoned call may still change it."""
     for _ in range(10):
         try:
             return copy.deepcopy(state)
@@ -325,7 +325,7 @@ class LaneExecutor:
                 run.in_flight = None
                 if pending.processor.stateful:
                     # The abandoned call keeps the state object it was given and may still
-                    # write to it; later calls get a copy taken now, so those writes are lost.
+                    # write to it. Later calls get a copy taken now, so those writes are lost.
                     run.state[pending.processor.name] = _detached_state(run.state[pending.processor.name])
                 self._finish(run, pending, capture, sandbox.last_timeout or CallResult(timed_out=True))
             elif run.queue:
@@ -362,10 +362,7 @@ class LaneExecutor:
     def _entry_pending(self, delivery: EntryDelivery, offset: int, lateness: int) -> _Pending:
         event = delivery.event
         processor = self._by_name.get(delivery.processor) or self.config.processor(delivery.processor)
-        name = event.subscription or processor.subscription_name
-        subscription = self._subscription_paths.get(name)
-        if subscription is None:
-            subscription = self._subscription_paths[name] = subscription_path(self.config.replay.project, name)
+        subscription = self._subscription_path(event.subscription or processor.subscription_name)
         message = Message(message_id=event.event_id, data=event.data, attributes=dict(event.attributes),
                           publish_time=event.publish_time, ordering_key=event.ordering_key,
                           topic=event.topic, subscription=subscription,
@@ -373,6 +370,12 @@ class LaneExecutor:
         return _Pending(processor=processor, message=message, causation_id=event.event_id,
                         correlation_id=event.correlation_id, recorded=True, hops=0,
                         offset_micros=offset, lateness_micros=lateness)
+
+    def _subscription_path(self, name: str) -> str:
+        path = self._subscription_paths.get(name)
+        if path is None:
+            path = self._subscription_paths[name] = subscription_path(self.config.replay.project, name)
+        return path
 
     def _route(self, output: RecordedEvent, hops: int) -> list[_Pending]:
         if hops > MAX_CASCADE_HOPS:
@@ -385,7 +388,7 @@ class LaneExecutor:
             message = Message(
                 message_id=output.event_id, data=output.data, attributes=dict(output.attributes),
                 publish_time=output.publish_time, ordering_key=output.ordering_key, topic=output.topic,
-                subscription=subscription_path(self.config.replay.project, processor.subscription_name),
+                subscription=self._subscription_path(processor.subscription_name),
             )
             routed.append(_Pending(processor=processor, message=message, causation_id=output.event_id,
                                    correlation_id=output.correlation_id, recorded=False, hops=hops))

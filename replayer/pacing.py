@@ -5,8 +5,8 @@ ordering key kept in their recorded order), never by archive position. At
 speed ``s`` an event published ``t`` seconds after the first is released
 ``t / s`` seconds after the replay starts; ``None`` speed releases at once.
 An optional cap shortens idle gaps. The schedule is anchored to the start, so
-a slow processor call never pushes later releases back; how late each
-release was is measured instead (:class:`LatenessStats`).
+a slow processor call never pushes later releases back. Instead, how late
+each release was is measured (:class:`LatenessStats`).
 
 Clocks are injected (``now_micros()``, ``sleep_until(deadline_micros)``), so
 tests drive an exact :class:`ManualClock`; :class:`MonotonicClock` sleeps until
@@ -37,9 +37,10 @@ class Clock(Protocol):
 class MonotonicClock:
     """The real clock: ``time.perf_counter_ns``, sleep then a short final spin.
 
-    ``time.sleep`` alone wakes up about 0.1-0.3 ms late on an idle core; spinning
-    the last ``spin_micros`` brings a release within a few microseconds, but a
-    spin competes for the core when the machine is busy, so it stays short.
+    ``time.sleep`` alone wakes up about 0.1-0.3 ms late on an idle core.
+    Spinning the last ``spin_micros`` brings a release within a few
+    microseconds, but a spin competes for the core when the machine is busy,
+    so it stays short.
     """
 
     def __init__(self, *, spin_micros: int = DEFAULT_SPIN_MICROS) -> None:
@@ -57,7 +58,7 @@ class MonotonicClock:
 
 
 class ManualClock:
-    """A clock that only moves when told: ``sleep_until`` jumps to the deadline."""
+    """A clock that moves only when advanced: ``sleep_until`` jumps to the deadline."""
 
     def __init__(self, start_micros: int = 0) -> None:
         self._now = start_micros
@@ -107,9 +108,9 @@ def order_events(items: Iterable[T], *, publish_time: Callable[[T], int], event_
                  ordering_key: Callable[[T], str | None] = lambda _: None) -> list[T]:
     """Sort by (publish time, event id), keeping each ordering key's events in input order.
 
-    Within one ordering key Pub/Sub delivers in publish order; when two of its
-    events share a publish time, the event id would be an arbitrary tie-break,
-    so their recorded order is kept instead.
+    Within one ordering key Pub/Sub delivers in publish order. When two of its
+    events share a publish time, the event id would be an arbitrary
+    tie-break, so their recorded order is kept instead.
     """
     indexed = list(enumerate(items))
     ordered = sorted(indexed, key=lambda pair: (publish_time(pair[1]), event_id(pair[1])))
@@ -220,8 +221,8 @@ class Pacer:
     def wait_for(self, offset_micros: int) -> int:
         """Wait until ``offset_micros`` after the start; return how late (micros) the release is.
 
-        Unpaced (speed ``max``) releases never wait and are never late: there
-        is no schedule to be late against.
+        Unpaced (speed ``max``) releases never wait and are never late,
+        because there is no schedule to be late against.
         """
         if not self.paced:
             self.lateness_micros.append(0)

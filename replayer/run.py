@@ -1,8 +1,8 @@
 """``run_replay``: plan a replay, run the Beam pipeline, and hand the results to the report.
 
-Planning reads the selected partitions once in the launcher: it resolves
+Planning reads the selected partitions once in the launcher. It resolves
 dates and phases, rejects a cascade whose recorded output topics reach no
-selected processor, and computes the release schedule of every lane, so the
+selected processor, and computes the release schedule of every lane. So the
 planned duration is known before anything runs (``dry_run`` stops there).
 The run writes ``<out>/archive`` (replayed outputs), ``<out>/calls/*.jsonl``,
 ``<out>/lanes.json`` and ``<out>/run.json``.
@@ -63,10 +63,10 @@ def _contains_files(uri: str) -> bool:
 def interrupted_by_user(error: BaseException) -> bool:
     """True when ``error`` is a KeyboardInterrupt or wraps one.
 
-    Beam re-raises an exception of a DoFn with the step name added, and when
-    the exception cannot be rebuilt with that message (a KeyboardInterrupt
-    without arguments) as ``RuntimeError("KeyboardInterrupt [while running
-    'Step']")``; the original is then only in the exception chain.
+    Beam re-raises an exception of a DoFn with the step name added. When the
+    exception cannot be rebuilt with that message (a KeyboardInterrupt
+    without arguments), Beam raises ``RuntimeError("KeyboardInterrupt [while
+    running 'Step']")`` and the original is only in the exception chain.
     """
     seen: set[int] = set()
     current: BaseException | None = error
@@ -97,9 +97,9 @@ def _launcher_guard(out_dir: str) -> Iterator[None]:
     """Run processors without letting them change the launcher's environment, and report Ctrl-C in one line.
 
     Callable and WSGI processors run in this process. The sandbox gives the
-    configured variables their values during calls; a variable a processor
-    adds, removes or changes otherwise would stay for the report and for
-    the caller of :func:`run_replay`, so every variable is put back as it was.
+    configured variables their values during calls. Any other variable that a
+    processor adds, removes or changes would stay for the report and for the
+    caller of :func:`run_replay`, so every variable is put back as it was.
     """
     saved = dict(os.environ)
     beam_logger = logging.getLogger(_BEAM_STEP_LOGGER)
@@ -134,7 +134,7 @@ def _restore_environ(saved: Mapping[str, str]) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class ReplayPlan:
-    """What a run will do, known before it starts.
+    """Plan of a run, known before it starts.
 
     ``entries`` counts entry deliveries per (phase, processor);
     ``planned_duration_s`` is the sum of the lanes' schedules, because the
@@ -155,7 +155,7 @@ class ReplayPlan:
     read_stats: Mapping[str, Any]
 
     def describe(self) -> dict[str, Any]:
-        """The plan as JSON-ready data (what ``--dry-run`` prints)."""
+        """Return the plan as JSON-ready data (what ``--dry-run`` prints)."""
         return {
             "mode": self.config.replay.mode,
             "dates": [d.isoformat() for d in self.selection.dates],
@@ -194,7 +194,7 @@ def _selection(config: ReplayConfig, reader: ArchiveReader, overrides: Mapping[s
     dates = resolve_dates(date=overrides.get("date"), start_date=overrides.get("start_date"),
                           end_date=overrides.get("end_date"), available=available)
     if not dates:
-        raise ConfigError(f"archive {config.archive.uri!r} holds no dates; record some or pass --date")
+        raise ConfigError(f"archive {config.archive.uri!r} contains no dates; record some or pass --date")
     phases = select_phases(config, phases=overrides.get("phases"), start_phase=overrides.get("start_phase"),
                            skip_phase=overrides.get("skip_phase") or ())
     where: list[ValueMatch] = []
@@ -278,7 +278,7 @@ def _check_output_folder(out_dir: str) -> None:
     for name in ("run.json", "lanes.json"):
         if storage.exists(join_uri(out_dir, name)):
             raise ConfigError(
-                f"output folder {out_dir!r} already holds a replay ({name}); pass another --output "
+                f"output folder {out_dir!r} already contains a replay ({name}); pass another --output "
                 "or remove it, since replay outputs are never overwritten"
             )
 

@@ -2,11 +2,11 @@
 
 For the duration of a call it sets the configured environment variables (and
 restores them), makes the processor see the input's publish time as "now"
-(clock ``recorded``, with ``time_machine``), and captures every publish: both
+(clock ``recorded``, with ``time_machine``), and captures every publish. Both
 ``google.cloud.pubsub_v1.PublisherClient.publish`` and the generated
 ``google.pubsub_v1.PublisherClient.publish`` are replaced at class level
 while a replay runs, so clients created inside the processor, or before the
-replay, publish nothing; other publisher calls raise :class:`SandboxViolation`.
+replay, publish nothing. Other publisher calls raise :class:`SandboxViolation`.
 A publish belongs to the thread that makes it: a call's own thread, or a
 thread started during the call (``threading.Thread.start`` is wrapped while
 the guard is installed), which publishes into that call while it runs and
@@ -57,7 +57,7 @@ _call_threads: "dict[threading.Thread, PublishCapture]" = {}
 _owned_threads: "dict[threading.Thread, PublishCapture]" = {}
 _dropped_publishes = 0
 _ORIGINAL_THREAD_START = threading.Thread.start
-#: Where Pub/Sub clients created during a replay point: a closed port on loopback.
+#: Endpoint of Pub/Sub clients created during a replay: a closed port on loopback.
 SANDBOX_PUBSUB_ENDPOINT = "127.0.0.1:9"
 
 
@@ -294,9 +294,10 @@ def _after_replay_passthrough() -> bool:
 def _recording_start(self: threading.Thread) -> None:
     """``Thread.start`` while the guard is installed: a thread a call starts belongs to that call.
 
-    NOTE: a thread belongs to the call that started it for its whole life, so
-    a pool thread a processor keeps between calls publishes as the call that
-    started it (dropped once that call has ended), not as the call it works for.
+    NOTE: a thread belongs to the call that started it for its whole life.
+    A pool thread that a processor keeps between calls therefore publishes as
+    the call that started it, not as the call it works for, and its publishes
+    are dropped once that call has ended.
     """
     owner = _owner_of(threading.current_thread())
     if owner is not None:
@@ -435,7 +436,7 @@ def publish_guard() -> Iterator[None]:
 
 
 def dropped_publishes() -> int:
-    """How many publishes were dropped because no processor call was active (process total)."""
+    """Return how many publishes were dropped because no processor call was active (process total)."""
     return _dropped_publishes
 
 
@@ -444,7 +445,7 @@ def dropped_publishes() -> int:
 
 @dataclasses.dataclass(frozen=True)
 class CallResult:
-    """What one sandboxed call did: its return value or exception, or that it timed out."""
+    """Result of one sandboxed call: its return value or exception, or that it timed out."""
 
     value: Any = None
     error: BaseException | None = None
@@ -635,7 +636,7 @@ def _ensure_lane_environment(values: Mapping[str, str]) -> None:
     before the next call, as when every call set and restored them.
 
     NOTE: a variable that is not configured and that a processor adds or
-    changes stays for the later calls of the run; the launcher restores the
+    changes stays for the later calls of the run. The launcher restores the
     whole environment only when the run ends.
     """
     environ = os.environ

@@ -81,7 +81,7 @@ def test_envelopes_have_push_shape(cases_dir):
 
 
 def test_callable_receives_decoded_message(cases_dir):
-    """A callable sees exactly the decoded values of each envelope."""
+    """A callable receives exactly the decoded values of each envelope."""
     expected = json.loads((cases_dir / CASE / "expected_decoded.json").read_text())
     seen = {}
 
@@ -222,13 +222,14 @@ def test_status_classification(cases_dir):
     table = json.loads((cases_dir / CASE / "expected_status_handling.json").read_text())
     for status, expected in table.items():
         assert classify_return(int(status)).ack is (expected == "ack"), status
-    assert classify_return(None).ack and classify_return(True).ack
+    assert classify_return(None).ack
+    assert classify_return(True).ack
     assert not classify_return(False).ack
     assert classify_return(("", 503)).status == 503
 
 
 def test_response_object_status_classification(cases_dir):
-    """A returned Flask/Werkzeug Response is classified by its status_code, like a push endpoint's answer."""
+    """A returned Flask/Werkzeug Response is classified by its status_code, like a push endpoint's response."""
     from flask import Response
 
     table = json.loads((cases_dir / CASE / "expected_status_handling.json").read_text())
@@ -240,18 +241,19 @@ def test_response_object_status_classification(cases_dir):
 
 
 def test_callable_returning_500_response_is_nack(cases_dir):
-    """A Functions Framework style callable answering Response(status=500) is a non_ack_response, not an ack."""
+    """A Functions Framework style callable returning Response(status=500) is a non_ack_response, not an ack."""
     from flask import Response
 
     events = list(_case_events(cases_dir).values())[:1]
     calls = _replay(_processor("callable"), lambda message, ctx: Response("boom", status=500), events)
     assert (calls[0]["category"], calls[0]["status"]) == ("non_ack_response", 500)
     calls = _replay(_processor("callable"), lambda message, ctx: Response("fine", status=204), events)
-    assert calls[0]["category"] is None and calls[0]["status"] == 204
+    assert calls[0]["category"] is None
+    assert calls[0]["status"] == 204
 
 
 def test_wsgi_status_classification(cases_dir):
-    """A WSGI app answering each status is classified like push."""
+    """A WSGI app responding with each status is classified like push."""
     table = json.loads((cases_dir / CASE / "expected_status_handling.json").read_text())
     events = list(_case_events(cases_dir).values())[:1]
     for status, expected in table.items():

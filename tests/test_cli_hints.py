@@ -21,6 +21,7 @@ from replayer.errors import ConfigError, MissingExtraError
 from replayer.run import ReplayPlan, plan_lines
 from schemas import Direction, RecordedEvent
 from tests.conftest import PROJECT_ROOT
+from tests.topology import recording
 
 DAY = dt.date(2024, 3, 9)
 INSTALL_REPLAY = "install the replay extra: pip install 'pipeline-replay[replay]' (from a clone: pip install '.[replay]')"
@@ -130,13 +131,7 @@ PLAN_CONFIG = """\
 phases = ["phase2", "phase3"]
 [archive]
 uri = "./archive"
-[[processors]]
-name = "box_scores"
-phase = "phase2"
-adapter = "callable"
-target = "tests.topology.processors:box_scores"
-subscribes = ["raw-games"]
-"""
+""" + recording.BOX_SCORES_TABLE
 
 
 def _plan(*, entries, gaps, out_of_order, dates=(DAY,), phases=("phase2",), damaged=0):

@@ -20,6 +20,7 @@ from replayer.config import (
     select_phases,
 )
 from replayer.errors import ConfigError
+from tests.topology import recording
 
 VALID = """\
 phases = ["phase2", "phase3", "phase4", "phase5", "phase6"]
@@ -33,28 +34,21 @@ max_gap_s = 300
 [sandbox]
 env = { DATASET_PREFIX = "test_", GCS_PREFIX = "test/" }
 clock = "recorded"
-[[processors]]
-name = "box_scores"
-phase = "phase2"
-adapter = "callable"
-target = "tests.topology.processors:box_scores"
-subscribes = ["raw-games"]
-filter = { attribute = "scraper", equals = "bdl" }
-[[processors]]
-name = "orchestrator"
-phase = "phase3"
-adapter = "callable"
-target = "tests.topology.processors:orchestrator"
-subscribes = ["phase2-complete"]
-stateful = true
-timeout_s = 5
-"""
+""" + (recording.BOX_SCORES_TABLE
+       + 'filter = { attribute = "scraper", equals = "bdl" }\n'
+       + recording.ORCHESTRATOR_TABLE
+       + "timeout_s = 5\n")
 
 
 def _write(tmp_path, text: str):
     path = tmp_path / "replay.toml"
     path.write_text(textwrap.dedent(text))
     return path
+
+
+def _with_box_scores_adapter(adapter: str) -> str:
+    return VALID.replace('adapter = "callable"\ntarget = "tests.topology.processors:box',
+                         f'adapter = "{adapter}"\ntarget = "tests.topology.processors:box')
 
 
 def _reject(tmp_path, text: str) -> str:
@@ -137,8 +131,7 @@ def test_target_attribute_missing(tmp_path):
 
 def test_bad_adapter(tmp_path):
     """An adapter outside callable/wsgi/http is rejected with the choices."""
-    message = _reject(tmp_path, VALID.replace('adapter = "callable"\ntarget = "tests.topology.processors:box',
-                                              'adapter = "grpc"\ntarget = "tests.topology.processors:box'))
+    message = _reject(tmp_path, _with_box_scores_adapter("grpc"))
     assert ("processor 'box_scores' (1st [[processors]] table): key 'adapter' = 'grpc' is not an adapter; "
             "use one of callable, wsgi, http") in message
 
@@ -151,8 +144,7 @@ def test_bad_speed(tmp_path):
 
 def test_http_needs_url(tmp_path):
     """The http adapter needs a URL."""
-    message = _reject(tmp_path, VALID.replace('adapter = "callable"\ntarget = "tests.topology.processors:box',
-                                              'adapter = "http"\ntarget = "tests.topology.processors:box'))
+    message = _reject(tmp_path, _with_box_scores_adapter("http"))
     assert "processor 'box_scores' (1st [[processors]] table): key 'url' = None is required for the http adapter" \
         in message
 
@@ -179,7 +171,7 @@ def _selection(*phases: str) -> Selection:
 
 
 def test_cascade_topic_without_subscriber(tmp_path):
-    """A topic nobody subscribes to, published before a later selected phase, is rejected."""
+    """A topic no processor subscribes to, published before a later selected phase, is rejected."""
     config = load_config(_write(tmp_path, ROUTED))
     with pytest.raises(ConfigError) as caught:
         check_cascade_routing(config, _selection("phase2", "phase3"),
@@ -484,7 +476,9 @@ def test_filter_rejects_toml_date(tmp_path):
     """A TOML date as 'equals' is no JSON value: rejected, naming the key and the fix."""
     message = _reject(tmp_path, VALID.replace('filter = { attribute = "scraper", equals = "bdl" }',
                                               'filter = { pointer = "/day", equals = 2024-03-09 }'))
-    assert "key 'filter' = " in message and "is not a JSON value" in message and "in quotes" in message
+    assert "key 'filter' = " in message
+    assert "is not a JSON value" in message
+    assert "in quotes" in message
 
 
 @pytest.mark.parametrize("text, payload, expected", [

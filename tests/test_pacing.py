@@ -107,7 +107,7 @@ def test_slow_call_does_not_shift_schedule():
     assert clock.sleeps == [3_000_000]
 
 
-def test_ties_by_event_id_and_ordering_key_order():
+def test_order_events_tie_breaks():
     """Equal publish times sort by event id, except within an ordering key, which keeps recorded order."""
     items = [Archived("z", 10, "k"), Archived("a", 10, "k"), Archived("m", 10, None), Archived("b", 5, None)]
     ordered = order_events(items, publish_time=lambda a: a.publish_time, event_id=lambda a: a.message_id,

@@ -14,6 +14,7 @@ from replayer.config import Selection, load_config
 from replayer.run import run_replay
 from tests.topology import recording
 from tests.topology.network import block_non_loopback
+from tests.topology.pubsub import create_guard_topic
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,17 +115,11 @@ def test_dataflow_dry_run_builds_job(tmp_path, loopback_only_no_gce):
 
 def test_replay_publishes_nothing_to_emulator(pubsub_emulator, tmp_path, monkeypatch):
     """The Flask processor's real PublisherClient publishes nothing: an emulator subscription stays empty."""
-    from google.cloud import pubsub_v1
-
     attempts = block_non_loopback(monkeypatch, keep_environment=True)
     monkeypatch.delenv("NO_GCE_CHECK", raising=False)
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
     # The topic player_stats publishes to, in the project it names.
-    topic = publisher.topic_path("replay-local", "phase2-complete")
-    subscription = subscriber.subscription_path("replay-local", "phase2-complete-guard")
-    publisher.create_topic(name=topic)
-    subscriber.create_subscription(name=subscription, topic=topic)
+    publisher, subscriber, topic, subscription = create_guard_topic("replay-local", "phase2-complete",
+                                                                     "phase2-complete-guard")
     recording.write_archive(str(tmp_path / "archive"))
     path = recording.write_config(tmp_path / "replay.toml", archive=str(tmp_path / "archive"),
                                   output=str(tmp_path / "out"))

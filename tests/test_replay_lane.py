@@ -109,7 +109,7 @@ def test_raising_processor_reported_and_day_goes_on(tmp_path):
 
 
 def test_hanging_processor_times_out(tmp_path):
-    """A processor that never answers times out after timeout_s and the rest is replayed."""
+    """A processor that hangs times out after timeout_s and the rest is replayed."""
     processors.release_hang.clear()
     config = _config(tmp_path, box_scores_target="tests.topology.processors:box_scores_hanging", timeout_s=0.3)
     try:
@@ -176,7 +176,7 @@ def test_run_replay_rejects_used_output(tmp_path):
     path = recording.write_config(tmp_path / "replay.toml", archive=str(tmp_path / "archive"),
                                   output=str(tmp_path / "out"))
     run_replay(path, phases="2")
-    with pytest.raises(ConfigError, match="already holds a replay"):
+    with pytest.raises(ConfigError, match="already contains a replay"):
         run_replay(path, phases="2")
 
 
@@ -247,26 +247,14 @@ uri = "{archive}"
 [replay]
 speed = "max"
 output = "{output}"
-[[processors]]
-name = "orchestrator"
-phase = "phase3"
-adapter = "callable"
-target = "tests.topology.processors:orchestrator"
-subscribes = ["phase2-complete"]
-stateful = true
+""" + recording.ORCHESTRATOR_TABLE + """\
 [[processors]]
 name = "predict"
 phase = "phase3"
 adapter = "callable"
 target = "tests.topology.processors:predict"
 subscribes = ["phase3-trigger"]
-[[processors]]
-name = "box_scores"
-phase = "phase2"
-adapter = "callable"
-target = "tests.topology.processors:box_scores"
-subscribes = ["raw-games"]
-"""
+""" + recording.BOX_SCORES_TABLE
 
 
 def test_cascade_start_skips_replayed_topics(tmp_path):

@@ -14,6 +14,7 @@ from replayer.config import ProcessorConfig, SandboxSettings, resolve_target
 from replayer.sandbox import SANDBOX_PUBSUB_ENDPOINT, PublishCapture, Sandbox, SandboxViolation
 from schemas import datetime_to_micros
 from tests.topology.network import block_non_loopback
+from tests.topology.pubsub import create_guard_topic
 
 PUBLISHED_AT = datetime_to_micros(dt.datetime(2024, 3, 9, 23, 30, tzinfo=dt.timezone.utc))
 
@@ -46,7 +47,7 @@ def test_recorded_clock_sees_publish_time():
 
 
 def test_wall_clock_is_untouched():
-    """With clock 'wall' the processor sees the real time."""
+    """With clock 'wall' the processor reads the real time."""
     with Sandbox(SandboxSettings(clock="wall")) as sandbox:
         result = sandbox.call(time.time, capture=_capture(), timeout_s=5, publish_time_micros=PUBLISHED_AT)
     assert abs(result.value - time.time()) < 5
@@ -131,15 +132,8 @@ def test_timeout_abandons_call_and_drops_late_publish():
 
 def test_real_publisher_publishes_nothing(pubsub_emulator):
     """A processor publishing with a real PublisherClient to the emulator publishes nothing there."""
-    from google.cloud.pubsub_v1 import SubscriberClient
-
-    project = pubsub_emulator.project
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = SubscriberClient()
-    topic = publisher.topic_path(project, "guard-topic")
-    subscription = subscriber.subscription_path(project, "guard-sub")
-    publisher.create_topic(name=topic)
-    subscriber.create_subscription(name=subscription, topic=topic)
+    publisher, subscriber, topic, subscription = create_guard_topic(pubsub_emulator.project, "guard-topic",
+                                                                     "guard-sub")
     # A client made before the replay, as a module-level client in a processor would be.
     early_client = pubsub_v1.PublisherClient()
     capture = _capture()

@@ -17,6 +17,7 @@ from replayer.sandbox import PublishCapture, Sandbox, SandboxViolation
 from schemas import datetime_to_micros
 from tests.topology import recording
 from tests.topology.processors import box_scores, dumps
+from tests.topology.pubsub import create_guard_topic
 
 PUBLISHED_AT = datetime_to_micros(dt.datetime(2024, 3, 9, 23, 30, tzinfo=dt.timezone.utc))
 
@@ -30,15 +31,8 @@ def _capture(name: str) -> PublishCapture:
 
 def test_thread_publishing_after_the_replay_reaches_nothing(pubsub_emulator):
     """A thread a call started publishes after the sandbox closed: dropped, and counted for that call."""
-    from google.cloud.pubsub_v1 import SubscriberClient
-
-    project = pubsub_emulator.project
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = SubscriberClient()
-    topic = publisher.topic_path(project, "escape-topic")
-    subscription = subscriber.subscription_path(project, "escape-sub")
-    publisher.create_topic(name=topic)
-    subscriber.create_subscription(name=subscription, topic=topic)
+    publisher, subscriber, topic, subscription = create_guard_topic(pubsub_emulator.project, "escape-topic",
+                                                                     "escape-sub")
     go = threading.Event()
     outcome: list = []
     threads: list[threading.Thread] = []
@@ -79,7 +73,7 @@ def _run_two_calls(sandbox: Sandbox, first, second, captures) -> list:
 
 
 @pytest.mark.parametrize("supervised", [False, True])
-def test_publish_is_attributed_to_the_thread_that_made_it(supervised):
+def test_publish_attributed_to_its_thread(supervised):
     """A thread started by call 1 publishing during call 2 is a stray of call 1, not an output of call 2."""
     go, done = threading.Event(), threading.Event()
     captures = [_capture("first"), _capture("second")]
@@ -220,7 +214,7 @@ def _bare_topic_name():
     (_too_large_by_context, "MessageTooLargeError"),
     (_bare_topic_name, "InvalidArgument"),
 ])
-def test_publishes_the_real_client_refuses_fail_the_call(processor, error_type):
+def test_invalid_publish_fails_call(processor, error_type):
     """The sandbox raises what the Pub/Sub client (or server) raises, and captures nothing."""
     capture = _capture("refused")
     with Sandbox(SandboxSettings(clock="wall")) as sandbox:

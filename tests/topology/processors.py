@@ -41,7 +41,7 @@ def box_scores_raising(message, ctx):
 
 
 def box_scores_hanging(message, ctx):
-    """Like box_scores, but never answers for game g2 (until the test releases it)."""
+    """Like box_scores, but blocks on game g2 until the test releases it (at most 30 s)."""
     if message.json()["game_id"] == "g2":
         release_hang.wait(30)
         ctx.publish("phase2-complete", b"late")

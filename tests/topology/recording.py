@@ -23,6 +23,25 @@ GAMES = (
      "players": [{"name": "Ed", "pts": 22}, {"name": "Flo", "pts": 22}]},
 )
 GAME_SPACING_MICROS = 2_000_000
+# [[processors]] tables that several test configs share. They contain no braces, so they can
+# also go into str.format templates.
+BOX_SCORES_TABLE = """\
+[[processors]]
+name = "box_scores"
+phase = "phase2"
+adapter = "callable"
+target = "tests.topology.processors:box_scores"
+subscribes = ["raw-games"]
+"""
+ORCHESTRATOR_TABLE = """\
+[[processors]]
+name = "orchestrator"
+phase = "phase3"
+adapter = "callable"
+target = "tests.topology.processors:orchestrator"
+subscribes = ["phase2-complete"]
+stateful = true
+"""
 TOPOLOGY_TOML = """
 phases = ["phase2", "phase3", "phase4"]
 [archive]
@@ -47,13 +66,7 @@ phase = "phase2"
 adapter = "wsgi"
 target = "tests.topology.processors:player_stats_app"
 subscribes = ["raw-games"]
-[[processors]]
-name = "orchestrator"
-phase = "phase3"
-adapter = "callable"
-target = "tests.topology.processors:orchestrator"
-subscribes = ["phase2-complete"]
-stateful = true
+""" + ORCHESTRATOR_TABLE + """\
 [[processors]]
 name = "predict"
 phase = "phase4"
