@@ -18,38 +18,11 @@ import click
 
 from recorder._reader import ArchiveReader
 from recorder._storage import StorageError
+from replayer._cli_archive import _date_range, _open_reader
 from replayer.cli import cli
 from replayer.config import ReplayConfig, check_output_location, load_diff_config
 from replayer.errors import ReplayError
 from schemas import Direction, RecordedEvent
-
-
-def _parse_day(option: str, value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError as error:
-        raise ReplayError(f"{option} {value!r} is not a date; use YYYY-MM-DD, e.g. {option} 2024-03-09") from error
-
-
-def _date_range(date: str | None, start: str | None, end: str | None) -> tuple[dt.date | None, dt.date | None]:
-    if date is not None and (start is not None or end is not None):
-        raise ReplayError("--date selects one day; use it without --start-date/--end-date")
-    if date is not None:
-        day = _parse_day("--date", date)
-        return day, day
-    start_day, end_day = _parse_day("--start-date", start), _parse_day("--end-date", end)
-    if start_day and end_day and start_day > end_day:
-        raise ReplayError(f"--start-date {start!r} is after --end-date {end!r}; swap them")
-    return start_day, end_day
-
-
-def _open(uri: str, strict: bool) -> ArchiveReader:
-    try:
-        return ArchiveReader(uri, strict=strict)
-    except StorageError as error:
-        raise ReplayError(str(error)) from error
 
 
 def _read(reader: ArchiveReader, start: dt.date | None, end: dt.date | None,
@@ -174,7 +147,8 @@ def diff_command(baseline: str, candidate: str, config_path: str | None, date: s
         check_output_location(output, {"archive A": baseline, "archive B": candidate},
                               reject_archive_inside=False)
 
-    baseline_reader, candidate_reader = _open(baseline, strict), _open(candidate, strict)
+    baseline_reader = _open_reader(baseline, strict=strict, dedupe=True)
+    candidate_reader = _open_reader(candidate, strict=strict, dedupe=True)
     _check_selection({"A": baseline_reader, "B": candidate_reader}, start, end, selected)
     baseline_events = _read(baseline_reader, start, end, selected)
     candidate_events = _read(candidate_reader, start, end, selected)

@@ -66,7 +66,8 @@ def test_diff_changed_exit_one(archives, capsys):
     assert code == 1, captured.err
     document = json.loads((out / "report.json").read_text())
     assert (document["totals"]["changed"], document["totals"]["identical"]) == (1, 2)
-    assert (out / "report.html").exists() and (out / "diffs.jsonl").exists()
+    assert (out / "report.html").exists()
+    assert (out / "diffs.jsonl").exists()
     assert ET.parse(folder / "junit.xml").getroot().get("failures") == "1"
 
 
@@ -94,14 +95,16 @@ def test_diff_bad_config_key(archives, capsys, tmp_path):
     config.write_text("[diff]\nignored = ['/a']\n")
     code, captured = _run(["diff", baseline, candidate, "--config", str(config)], capsys)
     assert code == 2
-    assert "diff.ignored" in captured.err and "replay.toml" in captured.err
+    assert "diff.ignored" in captured.err
+    assert "replay.toml" in captured.err
 
 
 def test_diff_bad_date(archives, capsys):
     """A malformed --date is rejected with exit code 2."""
     baseline, candidate, _, _ = archives
     code, captured = _run(["diff", baseline, candidate, "--date", "09/03/2024"], capsys)
-    assert code == 2 and "YYYY-MM-DD" in captured.err
+    assert code == 2
+    assert "YYYY-MM-DD" in captured.err
 
 
 def test_diff_strict_clean_archives(archives, capsys):

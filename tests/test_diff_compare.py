@@ -77,7 +77,7 @@ def test_negative_zero_equals_zero():
 
 
 def test_nan_not_null():
-    """NaN and null differ, and the kind says the JSON type changed."""
+    """NaN and null differ, and the kind reports that the JSON type changed."""
     [diff] = _diff('{"x": NaN}', '{"x": null}')
     assert diff.kind == "type_changed"
 
@@ -418,7 +418,8 @@ def test_non_json_compared_as_bytes(recorded, replayed):
     """Empty, invalid UTF-8, truncated JSON and binary payloads are compared as bytes, with previews."""
     [diff] = _diff(recorded, replayed)
     assert (diff.pointer, diff.kind) == ("", "bytes")
-    assert diff.recorded is not None and diff.replayed is not None
+    assert diff.recorded is not None
+    assert diff.replayed is not None
     assert len(diff.recorded) < 260
 
 

@@ -216,7 +216,8 @@ def test_unchanged_end_to_end_per_date(unchanged):
     assert end["logical_date"] == recording.DATE.isoformat()
     # Production: first raw game at T0, last prediction 2 games later plus 170 ms.
     assert end["recorded_s"] == pytest.approx(2 * recording.GAME_SPACING_MICROS / 1e6 + 0.17)
-    assert end["replayed_s"] is not None and end["replayed_s"] >= 0.0
+    assert end["replayed_s"] is not None
+    assert end["replayed_s"] >= 0.0
 
 
 def test_unchanged_archive_diff_cli(unchanged, archive, capsys):

@@ -40,21 +40,21 @@ def nested(depth, leaf, opener="{\"a\":", closer="}"):
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 600, 1000, 5000])
 @pytest.mark.parametrize("opener,closer", [("{\"a\":", "}"), ("[", "]")])
-def test_deep_payloads_compare_as_bytes_with_a_note(depth, opener, closer):
+def test_deep_payload_compared_as_bytes(depth, opener, closer):
     """Payloads nested past the limit never raise; they differ as bytes at the root, with a note."""
     diffs = compare_payloads(nested(depth, "1", opener, closer), nested(depth, "2", opener, closer), RULES)
     assert [(diff.pointer, diff.kind, diff.note) for diff in diffs] == [("", "bytes", TOO_DEEP_NOTE)]
     assert diffs[0].to_dict()["note"] == TOO_DEEP_NOTE
 
 
-def test_deep_payloads_under_unordered_rules_do_not_raise():
+def test_deep_payload_unordered_rules_no_error():
     """Order-insensitive rules (which build canonical texts) also stop at the limit."""
     rules = parse_diff_rules({"unordered": ["**/a"]}).for_topic("t")
     diffs = compare_payloads(nested(700, "1"), nested(700, "2"), rules)
     assert [diff.kind for diff in diffs] == ["bytes"]
 
 
-def test_payload_at_the_limit_is_compared_field_by_field():
+def test_payload_at_depth_limit_compared_by_field():
     """Nesting up to the limit keeps the field-level comparison and its pointer."""
     diffs = compare_payloads(nested(MAX_DEPTH, "1"), nested(MAX_DEPTH, "2"), RULES)
     assert [(diff.pointer, diff.kind, diff.note) for diff in diffs] == [("/a" * MAX_DEPTH, "changed", None)]
@@ -83,7 +83,7 @@ def _archive(path, events, source):
     return str(path)
 
 
-def test_replay_diff_of_deep_payloads_writes_the_report(tmp_path, capsys):
+def test_cli_diff_deep_payload_writes_report(tmp_path, capsys):
     """`replay diff` of two archives with a 700-level payload exits 1 with a report, not an error."""
     baseline = _archive(tmp_path / "a", [output("o1", nested(700, "1"))], "sdk")
     candidate = _archive(tmp_path / "b", [output("r1", nested(700, "2"), source="replay")], "replay")
@@ -119,14 +119,16 @@ def test_junit_is_well_formed_with_control_characters(tmp_path):
 
 
 def test_html_has_no_raw_control_characters(tmp_path):
-    """report.html shows control characters as \\uXXXX text and holds none of the raw bytes."""
+    """report.html shows control characters as \\uXXXX text and contains none of the raw bytes."""
     _hostile_report(tmp_path)
     raw = (tmp_path / "report.html").read_bytes()
     for byte in [*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x20), 0x7f]:
         assert bytes([byte]) not in raw, hex(byte)
     text = raw.decode("utf-8")
-    assert "\ufffe" not in text and "\x9b" not in text
-    assert "\\u0000" in text and "\\u001b" in text
+    assert "\ufffe" not in text
+    assert "\x9b" not in text
+    assert "\\u0000" in text
+    assert "\\u001b" in text
     assert "<script>" not in text
 
 
@@ -136,11 +138,13 @@ def test_terminal_summary_escapes_control_characters_and_markup(tmp_path):
     buffer = io.StringIO()
     print_summary(report, file=buffer, width=400)
     text = buffer.getvalue()
-    assert "\x1b" not in text and "\x00" not in text and "\x9b" not in text
+    assert "\x1b" not in text
+    assert "\x00" not in text
+    assert "\x9b" not in text
     assert "\\u001b[31mRED" in text
 
 
-def test_diffs_jsonl_one_line_per_record_for_every_line_splitter(tmp_path):
+def test_diffs_jsonl_escapes_line_separators(tmp_path):
     """U+2028, U+2029 and U+0085 in values are escaped, so splitlines() gives one line per record."""
     value = "x\u2028y\u2029z\x85w\r\nq"
     recorded = [output("a1", {"v": value}, attributes={"k": "a\u2028b"})]
@@ -152,7 +156,8 @@ def test_diffs_jsonl_one_line_per_record_for_every_line_splitter(tmp_path):
     record = json.loads(lines[0])
     assert json.loads(record["diffs"][0]["recorded"]) == value
     report_text = (tmp_path / "report.json").read_text(encoding="utf-8")
-    assert "\u2028" not in report_text and "\x85" not in report_text
+    assert "\u2028" not in report_text
+    assert "\x85" not in report_text
     assert json.loads(report_text)["topics"][0]["samples"][0]["diffs"][0]["pointer"] == "/v"
 
 
@@ -191,7 +196,7 @@ def test_attribute_differences_are_json_texts():
     (1.0, 1.1001, 0.1, False), (0.0, 0.30000000000000004, 0.3, True), (1.0, 1.2, 0.1, False),
 ])
 def test_abs_tol_boundary_is_inclusive(left, right, abs_tol, equal):
-    """|a - b| <= abs_tol holds at the decimal boundary despite binary rounding."""
+    """|a - b| <= abs_tol is true at the decimal boundary despite binary rounding."""
     assert numbers_equal(left, right, abs_tol=abs_tol, rel_tol=0.0) is equal
     rules = parse_diff_rules({"abs_tol": abs_tol}).for_topic("t")
     diffs = compare_payloads(json.dumps({"a": left}).encode(), json.dumps({"a": right}).encode(), rules)
@@ -207,7 +212,8 @@ def test_changed_ratio_check_shows_why_it_failed():
     check = topic_checks("p1", "t", counts, parse_thresholds({"max_changed_ratio": 0.333333}))[0]
     assert check.status == "fail"
     assert check.value > check.limit
-    assert "33.33333%" in check.message and "limit 33.33330%" in check.message
+    assert "33.33333%" in check.message
+    assert "limit 33.33330%" in check.message
     passed = topic_checks("p1", "t", counts, parse_thresholds({"max_changed_ratio": 1 / 3}))[0]
     assert passed.status == "ok"
 

@@ -143,7 +143,8 @@ def test_html_sections(report_dir):
     page = _Page()
     page.feed((folder / "report.html").read_text())
     assert page.section_ids == ["summary", "checks", "counts", "latency", "validation", "differences"]
-    assert "svg" in page.tags and "rect" in page.tags
+    assert "svg" in page.tags
+    assert "rect" in page.tags
 
 
 def test_html_self_contained(report_dir):
@@ -154,15 +155,20 @@ def test_html_self_contained(report_dir):
     page.feed(text)
     assert "script" not in page.tags
     assert page.references == []
-    assert "http://" not in text and "https://" not in text
-    assert "<link" not in text and "@import" not in text and "url(" not in text
+    assert "http://" not in text
+    assert "https://" not in text
+    assert "<link" not in text
+    assert "@import" not in text
+    assert "url(" not in text
 
 
 def test_html_shows_difference(report_dir):
     """The first differences show the pointer and both original numbers."""
     folder, _ = report_dir
     text = (folder / "report.html").read_text()
-    assert "/pts" in text and "10176718226607830673" in text and "10176718226607831000" in text
+    assert "/pts" in text
+    assert "10176718226607830673" in text
+    assert "10176718226607831000" in text
 
 
 def test_junit_cases(report_dir):
@@ -183,7 +189,9 @@ def test_summary_tables(report_dir, capsys):
     _, report = report_dir
     print_summary(report, width=160)
     text = capsys.readouterr().out
-    assert "scores" in text and "FAIL" in text and "exit code 1" in text
+    assert "scores" in text
+    assert "FAIL" in text
+    assert "exit code 1" in text
 
 
 def _chromium():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable
 
-# Transitions are cached per state; a payload with many distinct keys under a
+# Transitions are cached per state. A payload with many distinct keys under a
 # wildcard could grow a cache without bound, so it is cleared past this size.
 _MAX_CACHED_TRANSITIONS = 4096
 

@@ -1,10 +1,10 @@
 """Making untrusted text (topics, event ids, payload previews) safe for each report file.
 
 Names and values in a report come from recorded messages, so they may hold
-control characters. Each output gets them in a form it can carry:
-``visible`` turns them into ``\\u001b``-style text for HTML and the terminal
-(an escape sequence in a terminal could move the cursor or change the title),
-and ``xml_text`` does the same for the characters XML 1.0 cannot hold at all.
+control characters. Each output gets them in a form it can carry.
+``visible`` turns them into ``\\u001b``-style text for HTML and the terminal,
+because an escape sequence in a terminal could move the cursor or change the
+title. ``xml_text`` does the same for the characters XML 1.0 cannot contain.
 """
 
 from __future__ import annotations

@@ -116,17 +116,25 @@ def parse_fast(data: bytes) -> tuple[Any, bool]:
     return parse_exact(data), True
 
 
-def number_text(value: int | float) -> str:
-    """Return the JSON text of a number: the original text when it is known."""
-    text = getattr(value, "text", None)
-    if text is not None:
-        return text
+def _int_or_non_finite_text(value: int | float) -> str | None:
+    """Return the text of an int, NaN or an infinity, or None for a finite float."""
     if type(value) is int:
         return str(value)
     if value != value:
         return "NaN"
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
+    return None
+
+
+def number_text(value: int | float) -> str:
+    """Return the JSON text of a number: the original text when it is known."""
+    text = getattr(value, "text", None)
+    if text is not None:
+        return text
+    text = _int_or_non_finite_text(value)
+    if text is not None:
+        return text
     return repr(value)
 
 
@@ -164,12 +172,9 @@ class Renderer:
 
 def canonical_number(value: int | float) -> str:
     """Return one text per numeric value: ``42`` and ``42.0`` agree, ``-0.0`` is ``0``, NaN is ``NaN``."""
-    if type(value) is int:
-        return str(value)
-    if value != value:
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
+    text = _int_or_non_finite_text(value)
+    if text is not None:
+        return text
     if value == int(value):
         # The exact integer value, so a float agrees with the integer it equals
         # and with no other (1.0176718226607831e19 is 10176718226607831040).

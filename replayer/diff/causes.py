@@ -1,4 +1,4 @@
-"""Why a recorded output is missing from a replay: the failed replayed call upstream of it.
+"""Cause of a recorded output missing from a replay: the failed replayed call upstream of it.
 
 A recorded OUTPUT's ``causation_id`` is the event id of the INPUT that caused
 it, and that input's id is the id of the upstream OUTPUT delivered as it,

@@ -18,10 +18,13 @@ from replayer.diff.validation import Validation
 OK = "ok"
 FAIL = "fail"
 
+# A latency verdict as a check status: critical fails, warn warns, ok and no_data pass.
+_LATENCY_CHECK_STATUS = {CRITICAL: FAIL, WARN: WARN}
+
 
 @dataclasses.dataclass(frozen=True)
 class Check:
-    """One limit applied to one scope (``scope`` holds phase, topic, processor or date)."""
+    """One limit applied to one scope (``scope`` contains phase, topic, processor or date)."""
 
     name: str
     scope: Mapping[str, str]
@@ -84,7 +87,7 @@ def latency_checks(rows: Iterable[LatencyRow], ends: Iterable[EndToEnd]) -> list
             continue
         statistic = row.threshold.statistic
         value_s = row.replayed.statistic_ms(statistic) / 1000
-        status = FAIL if row.status == CRITICAL else WARN if row.status == WARN else OK
+        status = _LATENCY_CHECK_STATUS.get(row.status, OK)
         limit = row.threshold.critical_s if row.threshold.critical_s is not None else row.threshold.warn_s
         checks.append(Check(
             "latency", {"phase": row.phase, "processor": row.processor or "(none)"}, round(value_s, 6), limit,
@@ -95,7 +98,7 @@ def latency_checks(rows: Iterable[LatencyRow], ends: Iterable[EndToEnd]) -> list
     for end in ends:
         if end.replayed_s is None or (end.threshold.warn_s is None and end.threshold.critical_s is None):
             continue
-        status = FAIL if end.status == CRITICAL else WARN if end.status == WARN else OK
+        status = _LATENCY_CHECK_STATUS.get(end.status, OK)
         limit = end.threshold.critical_s if end.threshold.critical_s is not None else end.threshold.warn_s
         checks.append(Check(
             "end_to_end", {"date": end.logical_date.isoformat()}, round(end.replayed_s, 6), limit, status,

@@ -66,7 +66,7 @@ class FieldDiff:
     """One difference between a recorded and a replayed output.
 
     ``recorded`` and ``replayed`` are JSON texts with numbers as they were
-    written (None when the field is absent on that side); for ``kind ==
+    written (None when the field is absent on that side). For ``kind ==
     "bytes"`` they are previews of the raw payloads. ``part`` is ``data`` for
     the payload or ``attributes`` for a Pub/Sub attribute (``pointer`` is then
     ``/<attribute name>``). ``note`` explains a ``bytes`` difference of two
@@ -122,7 +122,7 @@ def numbers_equal(recorded: int | float, replayed: int | float, *, abs_tol: floa
         return False
     larger = max(abs(left), abs(right))
     # The slack absorbs the rounding of decimal texts to binary floats, so the
-    # documented boundary holds: 1.0 against 1.1 with abs_tol 0.1 is equal
+    # documented boundary is kept: 1.0 against 1.1 with abs_tol 0.1 is equal
     # although 1.1 - 1.0 is 0.10000000000000009 in floating point.
     return abs(left - right) <= max(abs_tol, rel_tol * larger) + TOLERANCE_SLACK * larger
 
@@ -319,7 +319,7 @@ def _resolve(document: Any, path: tuple[str, ...]) -> Any:
 
 
 def compare_documents(recorded: Any, replayed: Any, rules: TopicRules, *, exact: bool = True) -> list[FieldDiff]:
-    """Compare two parsed JSON documents; ``exact`` says they come from the exact parser."""
+    """Compare two parsed JSON documents; ``exact`` is true when they come from the exact parser."""
     root_ignore = rules.ignore.root
     if root_ignore is not None and root_ignore.accepting:
         return []
@@ -404,7 +404,12 @@ def compare_attributes(recorded: Mapping[str, str], replayed: Mapping[str, str],
         right = replayed.get(name)
         if left == right:
             continue
-        kind = "missing" if right is None else "extra" if left is None else "changed"
+        if right is None:
+            kind = "missing"
+        elif left is None:
+            kind = "extra"
+        else:
+            kind = "changed"
         # JSON texts like payload values, so "1" (a string) reads as a string.
         diffs.append(FieldDiff("/" + escape_segment(name), _json_string(left), _json_string(right), kind,
                                part="attributes"))

@@ -42,32 +42,39 @@ def build_junit(report: "Report") -> ET.ElementTree:
                   if check.scope.get("phase") == topic.phase and check.scope.get("topic") == name]
         added, failed = _case(suite, f"replay.{topic.phase}", f"topic {name}", checks)
         tests, failures = tests + added, failures + failed
+
     for row in report.latency:
         name = row.processor or "(none)"
         checks = [check for check in report.checks if check.name == "latency"
                   and check.scope.get("phase") == row.phase and check.scope.get("processor") == name]
         added, failed = _case(suite, f"replay.{row.phase}", f"latency {name}", checks)
         tests, failures = tests + added, failures + failed
+
     for end in report.end_to_end:
         checks = [check for check in report.checks if check.name == "end_to_end"
                   and check.scope.get("date") == end.logical_date.isoformat()]
         added, failed = _case(suite, "replay.end_to_end", f"date {end.logical_date}", checks)
         tests, failures = tests + added, failures + failed
+
     for check in report.checks:
         if check.name == "errors":
             added, failed = _case(suite, f"replay.{check.scope['phase']}", f"errors {check.scope['processor']}",
                                   [check])
             tests, failures = tests + added, failures + failed
+
     checks = [check for check in report.checks if check.name == "silent_processors"]
     added, failed = _case(suite, "replay.validation", "expected processors reported", checks)
     tests, failures = tests + added, failures + failed
+
     checks = [check for check in report.checks if check.name == "damaged_files"]
     added, failed = _case(suite, "replay.validation", "archive files readable", checks)
     tests, failures = tests + added, failures + failed
+
     checks = [check for check in report.checks if check.name == "cascade_limit"]
     if checks:
         added, failed = _case(suite, "replay.validation", "cascades complete", checks)
         tests, failures = tests + added, failures + failed
+
     for element in (root, suite):
         element.set("tests", str(tests))
         element.set("failures", str(failures))
@@ -78,7 +85,7 @@ def build_junit(report: "Report") -> ET.ElementTree:
 
 
 def _make_xml_safe(root: ET.Element) -> None:
-    """Rewrite characters XML 1.0 cannot hold (NUL, ESC, U+FFFE) as text; topics come from recorded data.
+    """Rewrite characters XML 1.0 cannot contain (NUL, ESC, U+FFFE) as text; topics come from recorded data.
 
     ElementTree escapes ``<`` and ``&`` but writes these characters raw, and
     a CI system then rejects the whole file.

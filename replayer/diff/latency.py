@@ -2,13 +2,13 @@
 
 Recorded handling time comes from the recorded INPUT events'
 ``handling_micros`` (first delivery of each event id) when the recorder
-measured it; otherwise from causation pairs: the first output's publish time
-minus the input's first publish time, so a redelivery or a duplicate output
-never stretches or shortens it. Replayed handling time comes from the replay's
+measured it. Otherwise it comes from causation pairs: the first output's
+publish time minus the input's first publish time, so a redelivery or a
+duplicate output never stretches or shortens it. Replayed handling time comes from the replay's
 call records. In cascade mode :func:`end_to_end` measures, per date, the span
 from the first recorded entry input to the last output on each side.
-:class:`EndToEnd` says what the replayed span is, which is not the replay's
-wall time.
+:class:`EndToEnd` documents what the replayed span is, which is not the
+replay's wall time.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ Each output is given a match key by the first strategy that applies:
   ``unmatchable`` and is never paired.
 - ``causation``: the processor, the input that caused the output, and the
   output's position among that input's outputs on the topic (publish order).
-  In cascade runs a replayed input is a replayed output of an earlier phase;
-  its id is translated into the recorded output it was paired with, which is
-  the id the recorded later phase saw.
+  In cascade runs a replayed input is a replayed output of an earlier phase.
+  Its id is translated into that of the recorded output it was paired with,
+  because that is the id the recorded later phase saw.
 - ``content``: the canonical payload (ignored paths left out) and attributes.
 
 Every key ends in one category: ``identical``, ``changed``, ``missing``,
@@ -40,9 +40,9 @@ REPLAYED = "replayed"
 class MatchEntry:
     """The outcome for one key (or one output, for duplicates and unmatchable outputs).
 
-    ``side`` names the side a duplicate or unmatchable output is on;
-    ``duplicate_of`` is the event id of the first output with the same key;
-    ``reason`` says why an output is unmatchable, or names the failed replayed
+    ``side`` names the side a duplicate or unmatchable output is on.
+    ``duplicate_of`` is the event id of the first output with the same key.
+    ``reason`` explains why an output is unmatchable, or names the failed replayed
     call upstream of a missing output (see :mod:`replayer.diff.causes`).
     """
 

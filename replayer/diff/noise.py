@@ -2,7 +2,7 @@
 
 ``replay run --noise-runs N`` replays the date N more times. Any field that
 differs between those replays (a timestamp, a random id, an iteration order)
-cannot be a regression, so :meth:`NoiseModel.apply` adds it to the topic's
+cannot be a regression. So :meth:`NoiseModel.apply` adds it to the topic's
 ignored paths before the golden comparison, and the report lists it with how
 often it changed. Array indices are generalised to ``*``: a field that is
 unstable in one item of an array is treated as unstable in every item.
@@ -37,11 +37,11 @@ class NoiseField:
 
 @dataclasses.dataclass(frozen=True)
 class NoiseModel:
-    """What the extra replays showed: unstable fields, and outputs that came and went.
+    """Result of the extra replays: unstable fields, and outputs that came and went.
 
     ``unstable_outputs`` counts, per topic, outputs present in one replay and
-    not in another (their count or keys are not deterministic); those are
-    reported but cannot be ignored field by field.
+    not in another, because their count or keys are not deterministic. They
+    are reported but cannot be ignored field by field.
     """
 
     runs: int

@@ -212,9 +212,9 @@ def build_report(
     """Diff replayed outputs against recorded ones, validate, measure latency and write the reports.
 
     ``recorded_events`` are the recorded INPUT and OUTPUT events of the
-    replayed dates (duplicates are counted and removed here too);
-    ``replayed_events`` the replayed OUTPUT events; ``calls`` the call records;
-    ``run_meta`` the contents of ``run.json``. Diff rules and thresholds come
+    replayed dates (duplicates are counted and removed here too).
+    ``replayed_events`` are the replayed OUTPUT events, ``calls`` the call
+    records and ``run_meta`` the contents of ``run.json``. Diff rules and thresholds come
     from ``config`` (its ``diff`` and ``thresholds`` tables) unless given.
     ``noise`` (from :func:`replayer.diff.learn_noise`) adds the unstable
     fields to the ignored paths; alternatively ``noise_replays`` passes the

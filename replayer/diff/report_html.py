@@ -1,8 +1,8 @@
 """``report.html``: one self-contained page, readable without JavaScript or network.
 
 Inline CSS and an inline SVG bar chart (p95 handling time per phase, recorded
-against replayed); tables for the checks, counts per phase and topic,
-validation and the first differences per topic. The page holds no script and
+against replayed). Tables show the checks, counts per phase and topic,
+validation and the first differences per topic. The page contains no script and
 no link or resource address, so opening it makes no request.
 """
 

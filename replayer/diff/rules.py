@@ -1,7 +1,7 @@
 """Diff rules and report thresholds: the ``[diff]`` and ``[thresholds]`` tables of ``replay.toml``.
 
 ``parse_diff_rules`` and ``parse_thresholds`` turn the parsed TOML tables into
-frozen :class:`DiffRules` and :class:`Thresholds`; unknown keys and bad values
+frozen :class:`DiffRules` and :class:`Thresholds`. Unknown keys and bad values
 raise :class:`replayer.errors.ConfigError` naming the file, the key and the
 value. :meth:`DiffRules.for_topic` compiles the rules that apply to one topic
 (global rules plus that topic's overrides) into a :class:`TopicRules`.
@@ -62,12 +62,12 @@ class TopicRules:
 
 @dataclasses.dataclass(frozen=True)
 class DiffRules:
-    """How replayed outputs are matched to recorded outputs and compared.
+    """Rules for matching replayed outputs to recorded outputs and comparing them.
 
-    ``keys`` maps a topic to the JSON pointers whose values identify an output;
+    ``keys`` maps a topic to the JSON pointers whose values identify an output.
     ``ignore`` and ``unordered`` are path patterns (``/a/b``, ``/plays/*/ts``
-    where ``*`` is one level, ``**/execution_id`` where ``**`` is any depth);
-    ``abs_tol`` and ``rel_tol`` apply to floating-point values only; ``match``
+    where ``*`` is one level, ``**/execution_id`` where ``**`` is any depth).
+    ``abs_tol`` and ``rel_tol`` apply to floating-point values only. ``match``
     picks the strategy for topics without keys (``auto`` uses causation when
     the causation ids of both sides overlap, else content).
     """
@@ -254,13 +254,9 @@ def _parse_keys(value: Any, key: str, file: str | None) -> dict[str, tuple[str, 
     return {topic: _pointers(pointers, f"{key}.{topic}", file) for topic, pointers in table.items()}
 
 
-def _parse_topic(topic: str, value: Any, file: str | None) -> TopicOverride:
-    prefix = f"diff.topics.{topic}."
-    table = _table(value, prefix[:-1], file)
-    _reject_unknown(table, _TOPIC_KEYS, prefix, file)
+def _parse_shared_rules(table: Mapping[str, Any], prefix: str, file: str | None) -> dict[str, Any]:
+    """Parse the keys that ``[diff]`` and ``[diff.topics.NAME]`` both accept, except ``keys``."""
     fields: dict[str, Any] = {}
-    if "keys" in table:
-        fields["keys"] = _pointers(table["keys"], prefix + "keys", file)
     for name in ("ignore", "unordered"):
         if name in table:
             fields[name] = _patterns(table[name], prefix + name, file)
@@ -271,6 +267,16 @@ def _parse_topic(topic: str, value: Any, file: str | None) -> TopicOverride:
         fields["compare_attributes"] = _bool(table["compare_attributes"], prefix + "compare_attributes", file)
     if "ignore_attributes" in table:
         fields["ignore_attributes"] = _string_list(table["ignore_attributes"], prefix + "ignore_attributes", file)
+    return fields
+
+
+def _parse_topic(topic: str, value: Any, file: str | None) -> TopicOverride:
+    prefix = f"diff.topics.{topic}."
+    table = _table(value, prefix[:-1], file)
+    _reject_unknown(table, _TOPIC_KEYS, prefix, file)
+    fields = _parse_shared_rules(table, prefix, file)
+    if "keys" in table:
+        fields["keys"] = _pointers(table["keys"], prefix + "keys", file)
     return TopicOverride(**fields)
 
 
@@ -280,23 +286,13 @@ def parse_diff_rules(table: Mapping[str, Any] | None, *, file: str | None = None
         return DiffRules()
     table = _table(table, "diff", file)
     _reject_unknown(table, _DIFF_KEYS, "diff.", file)
-    fields: dict[str, Any] = {}
+    fields = _parse_shared_rules(table, "diff.", file)
     if "keys" in table:
         fields["keys"] = MappingProxyType(_parse_keys(table["keys"], "diff.keys", file))
-    for name in ("ignore", "unordered"):
-        if name in table:
-            fields[name] = _patterns(table[name], f"diff.{name}", file)
-    for name in ("abs_tol", "rel_tol"):
-        if name in table:
-            fields[name] = _tolerance(table[name], f"diff.{name}", file)
     if "match" in table:
         if table["match"] not in MATCH_STRATEGIES:
             raise _error(file, "diff.match", table["match"], f"expected one of {', '.join(MATCH_STRATEGIES)}")
         fields["match"] = table["match"]
-    if "compare_attributes" in table:
-        fields["compare_attributes"] = _bool(table["compare_attributes"], "diff.compare_attributes", file)
-    if "ignore_attributes" in table:
-        fields["ignore_attributes"] = _string_list(table["ignore_attributes"], "diff.ignore_attributes", file)
     if "topics" in table:
         topics = _table(table["topics"], "diff.topics", file)
         fields["topics"] = MappingProxyType(
@@ -332,7 +328,7 @@ def parse_thresholds(table: Mapping[str, Any] | None, *, file: str | None = None
                      phases: Iterable[str] | None = None) -> Thresholds:
     """Parse the ``[thresholds]`` table; raise ConfigError naming ``file``, the key and the value.
 
-    ``[thresholds.latency]`` holds default ``warn_s``/``critical_s``/``statistic``
+    ``[thresholds.latency]`` contains default ``warn_s``/``critical_s``/``statistic``
     values and one sub-table per phase (``[thresholds.latency.phase3]``). With
     ``phases`` (the configured phase order) a sub-table for any other phase is
     rejected, since its limits would never apply.

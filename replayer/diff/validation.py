@@ -66,7 +66,7 @@ class ProcessorCounts:
 class Validation:
     """Run-wide validation results.
 
-    ``archive_duplicates_removed`` comes from the archive reader's statistics;
+    ``archive_duplicates_removed`` comes from the archive reader's statistics.
     ``archive_duplicates_found`` counts duplicate event ids in the events the
     report was given (zero when the reader already removed them).
     """
