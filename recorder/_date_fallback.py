@@ -2,8 +2,8 @@
 
 ``DateRule.resolve`` lets an unparseable date attribute or payload date
 fall through to the date of the publish time. That keeps recording going,
-but files the event under a date nobody asked for, so the recorder and the
-tap use :func:`resolve_logical_date` to learn about it and count it.
+but files the event under a date nobody requested, so the recorder and the
+tap use :func:`find_bad_date_source` to learn about it and count it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def find_bad_date_source(rule: DateRule, *, attributes: Mapping[str, str] | None
                          data: bytes) -> DateFallback | None:
     """Return the first bad date source of ``rule`` when no source yields a date, else None.
 
-    Mirrors ``DateRule.resolve``: the attribute is tried first, then the
+    Mirrors ``DateRule.message_date``: the attribute is tried first, then the
     payload pointer. A bad attribute followed by a good payload date is not
     a fallback, because the event still gets a date from its content.
     """

@@ -70,7 +70,7 @@ class ImportSourceError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ImportMapping:
-    """Where imported messages go: phase, direction, processor, topic, subscription, date rule."""
+    """Target of imported messages: phase, direction, processor, topic, subscription, date rule."""
 
     phase: str
     direction: Direction

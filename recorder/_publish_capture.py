@@ -1,7 +1,7 @@
 """Capture of ``PublisherClient.publish`` calls made while a message is handled.
 
 One process-wide patch of ``google.cloud.pubsub_v1.PublisherClient.publish``,
-installed by the first recorder that asks for it and removed when the last
+installed by the first recorder that requests it and removed when the last
 one releases it (reference counted, idempotent). The patched method always
 calls the real one and returns its future unchanged; when a handling context
 is active in the calling context (a ``contextvars`` variable, so concurrent

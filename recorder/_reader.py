@@ -80,7 +80,7 @@ class DamagedFile:
 
 @dataclasses.dataclass
 class ReadStats:
-    """What a read saw: files, records (before dedupe), duplicates, damage, writer schemas.
+    """Totals of a read: files, records (before dedupe), duplicates, damage, writer schemas.
 
     ``writer_schemas`` maps ``<full schema name>@<CRC-64-AVRO fingerprint>``
     to the number of files written with that schema.
@@ -242,7 +242,7 @@ def _without_logical_types(source: BinaryIO) -> tuple[BinaryIO, dict, bytes]:
     """Return ``source`` with its writer schema stripped of logical types, the metadata, that schema.
 
     fastavro applies the writer schema's logical types whatever the reader
-    schema says, turning timestamp-micros into datetimes (and failing beyond
+    schema specifies, turning timestamp-micros into datetimes (and failing beyond
     year 9999). Without them the archive's times stay exact integer
     microseconds and no time is spent converting them back.
     """
@@ -357,7 +357,7 @@ def describe_damage(storage: Storage, uri: str, error: Exception, recovered: int
     message = _shorten(str(error) or type(error).__name__)
     if isinstance(error, fastavro.read.SchemaResolutionError):
         if message.startswith("Schema mismatch"):
-            # fastavro prints both whole schemas here; the names say enough.
+            # fastavro prints both whole schemas here; the names are enough.
             message = f"record {writer_schema!r} cannot be read as {reader_schema!r}"
         return DamagedFile(uri, f"{SCHEMA_MISMATCH}: the file's writer schema does not resolve "
                            f"to the reader schema: {message}", recovered, None, None, SCHEMA_MISMATCH)
@@ -492,7 +492,7 @@ class ArchiveReader:
     """Reads an archive's partitions for a date range and phases.
 
     Memory stays flat: events stream file by file, and the set of seen
-    dedupe keys lives only while its partition is read. ``stats`` holds the
+    dedupe keys lives only while its partition is read. ``stats`` contains the
     totals of every read so far.
     """
 

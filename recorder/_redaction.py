@@ -121,7 +121,12 @@ class RedactionRules:
     def _redact_path(self, node: Any, parts: list[str]) -> bool:
         head, rest = parts[0], parts[1:]
         if isinstance(node, dict):
-            keys = list(node) if head == "*" else ([head] if head in node else [])
+            if head == "*":
+                keys = list(node)
+            elif head in node:
+                keys = [head]
+            else:
+                keys = []
         elif isinstance(node, list):
             if head == "*":
                 keys = list(range(len(node)))

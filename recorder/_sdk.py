@@ -2,7 +2,7 @@
 
 ``Recorder.handling(...)`` wraps the handling of one message. On exit it
 records the INPUT with its outcome (``ack``, ``nack`` or
-``error:<ExceptionType>``) and handling time; every
+``error:<ExceptionType>``) and handling time. Every
 ``PublisherClient.publish`` made inside it is recorded as an OUTPUT whose
 ``causation_id`` is the input's message id (see ``recorder._publish_capture``).
 ``Recorder.handles(...)`` does the same for a streaming-pull callback.
@@ -29,7 +29,6 @@ import collections
 import dataclasses
 import datetime as dt
 import functools
-import json
 import os
 import re
 import signal
@@ -49,15 +48,12 @@ from recorder._publish_capture import (
 )
 from recorder._redaction import RedactionRules
 from schemas import (
-    MISSING,
     DateRule,
     Direction,
     RecordedEvent,
     datetime_to_micros,
     new_event_id,
     now_micros,
-    parse_date,
-    resolve_pointer,
 )
 from schemas._event import PHASE_PATTERN
 
@@ -84,8 +80,9 @@ class RecorderStats:
     buffered when close timed out); ``write_errors``: failed write attempts;
     ``queue_depth``: events buffered now; ``files_written``: archive files;
     ``invalid``: events (or push requests) that could not be recorded;
-    ``date_fallbacks``: events filed under their publish date because the
-    date attribute or payload date held a bad value.
+    ``date_fallbacks``: events whose date attribute or payload date contained
+    a bad value, so they were filed under the fallback date (the publish
+    date, or for an OUTPUT its input's date).
     """
 
     recorded: int
@@ -510,24 +507,28 @@ class Recorder:
         data, attributes = self.redaction.apply(item[_DATA] or b"", item[_ATTRIBUTES])
         direction = item[_DIRECTION]
         publish_time = _to_micros(item[_PUBLISH_TIME])
-        if direction is Direction.INPUT:
-            logical_date = self.date_rule.resolve(
-                publish_time=publish_time, attributes=item[_ATTRIBUTES], data=item[_DATA] or b"",
-                explicit=item[_EXPLICIT_DATE],
-            )
-            explicit = item[_EXPLICIT_DATE]
+        rule = self.date_rule
+        explicit = item[_EXPLICIT_DATE] if direction is Direction.INPUT else None
+        # The message's own date sources are parsed once here. The bad-source
+        # check below parses them again only when they yield no date.
+        own_date = None
+        if explicit is None:
+            own_date = rule.message_date(attributes=item[_ATTRIBUTES], data=item[_DATA] or b"")
+        if own_date is not None:
+            logical_date = own_date
+        elif direction is Direction.INPUT:
+            logical_date = rule.resolve(publish_time=publish_time, explicit=explicit)
         else:
+            # An output without its own date takes its input's date, not its own
+            # publish time, so an output published after midnight stays in the
+            # same partition as its cause.
             cause = item[_EXPLICIT_DATE]
-            logical_date = resolve_output_date(
-                self.date_rule, attributes=item[_ATTRIBUTES], data=item[_DATA],
-                input_attributes=cause[_ATTRIBUTES], input_data=cause[_DATA] or b"",
-                input_publish_time=_to_micros(cause[_PUBLISH_TIME]),
-                input_explicit=cause[_EXPLICIT_DATE],
+            logical_date = rule.resolve(
+                publish_time=_to_micros(cause[_PUBLISH_TIME]), attributes=cause[_ATTRIBUTES],
+                data=cause[_DATA] or b"", explicit=cause[_EXPLICIT_DATE],
             )
-            explicit = None
-        if explicit is None and (self.date_rule.attribute or self.date_rule.json_pointer):
-            fallback = find_bad_date_source(self.date_rule, attributes=item[_ATTRIBUTES],
-                                            data=item[_DATA] or b"")
+        if own_date is None and explicit is None and (rule.attribute or rule.json_pointer):
+            fallback = find_bad_date_source(rule, attributes=item[_ATTRIBUTES], data=item[_DATA] or b"")
             if fallback is not None:
                 self._date_fallbacks.report(fallback, logical_date, archive=self.archive_uri,
                                             phase=item[_PHASE], event_id=item[_EVENT_ID])
@@ -655,40 +656,6 @@ class Recorder:
             self._start_worker()
 
 
-def resolve_output_date(
-    rule: DateRule,
-    *,
-    attributes: Mapping[str, str],
-    data: bytes,
-    input_attributes: Mapping[str, str],
-    input_data: bytes,
-    input_publish_time: int,
-    input_explicit: Any = None,
-) -> dt.date:
-    """Return an OUTPUT's logical date: its own date attribute or pointer, else its input's date.
-
-    Falling back to the input (not to the output's publish time) keeps an
-    output published after midnight in the same partition as its cause.
-    """
-    if rule.attribute and rule.attribute in attributes:
-        try:
-            return parse_date(attributes[rule.attribute])
-        except ValueError:
-            pass
-    if rule.json_pointer and data[:1] in (b"{", b"["):
-        try:
-            value = resolve_pointer(json.loads(data), rule.json_pointer)
-        except ValueError:
-            value = MISSING
-        if value is not MISSING:
-            try:
-                return parse_date(value)
-            except ValueError:
-                pass
-    return rule.resolve(publish_time=input_publish_time, attributes=input_attributes,
-                        data=input_data, explicit=input_explicit)
-
-
 def _short_name(path: str | None) -> str | None:
     if not path:
         return None
@@ -705,7 +672,7 @@ def _check_phase(phase: str) -> None:
 
 def _watch_ack_calls(message: Any, handling: Handling) -> None:
     # Instance attributes shadow the class's methods, so the real ack/nack
-    # still run and the callback sees the same Message object.
+    # still run and the callback gets the same Message object.
     for name, outcome in (("ack", "ack"), ("nack", "nack"),
                           ("ack_with_response", "ack"), ("nack_with_response", "nack")):
         original = getattr(message, name, None)

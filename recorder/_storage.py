@@ -74,7 +74,7 @@ def join_uri(base: str, *parts: str) -> str:
 
 
 class Storage(abc.ABC):
-    """Where archive files live. Implementations are safe to share between threads."""
+    """Backend that stores archive files. Implementations are safe to share between threads."""
 
     @abc.abstractmethod
     def list(self, prefix_uri: str) -> Iterator[ObjectInfo]:

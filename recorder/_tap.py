@@ -1,7 +1,7 @@
 """The Pub/Sub tap: archives every message of one or more subscriptions.
 
 ``Tap`` streaming-pulls each configured subscription with flow control,
-holds the messages it receives, and every ``flush_max_messages`` messages or
+buffers the messages it receives, and every ``flush_max_messages`` messages or
 ``flush_interval_secs`` writes them through ``ArchiveWriter`` and, only after
 that flush returned, acknowledges them. A tap killed at any moment has
 therefore acknowledged only archived messages; the others are redelivered to
@@ -572,8 +572,11 @@ class Tap:
         attributes = dict(message.attributes)
         publish_time = datetime_to_micros(message.publish_time)
         rule = self.config.date_rule
-        logical_date = rule.resolve(publish_time=publish_time, attributes=attributes, data=data)
-        if rule.attribute or rule.json_pointer:
+        # The payload is parsed once for its date. The bad-source check parses
+        # it again only when the message yields no date.
+        logical_date = rule.message_date(attributes=attributes, data=data)
+        if logical_date is None:
+            logical_date = rule.resolve(publish_time=publish_time)
             fallback = find_bad_date_source(rule, attributes=attributes, data=data)
             if fallback is not None:
                 self._bump("date_fallbacks")

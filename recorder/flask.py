@@ -204,7 +204,7 @@ def _connect_exception_signal(app: Any) -> None:
         from flask import got_request_exception
     except ImportError:
         return
-    # Flask answers an unhandled exception with a 500 without re-raising it;
+    # Flask turns an unhandled exception into a 500 response without re-raising it;
     # the signal lets the record name the exception type instead of "nack".
     got_request_exception.connect(_mark_exception, app, weak=False)
 

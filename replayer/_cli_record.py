@@ -48,7 +48,7 @@ def record() -> None:
               help="Flow control: maximum messages held and not yet acknowledged.")
 @click.option("--stats-interval-secs", type=float, help="Seconds between tap.progress log lines.")
 @click.option("--lease-extension-secs", type=int,
-              help="Longest ack deadline extension, 10-600 s; a killed tap's messages are redelivered "
+              help="Maximum ack deadline extension, 10-600 s; a killed tap's messages are redelivered "
                    "this long after its last extension (default 10).")
 @click.option("--connect-timeout-secs", type=float,
               help="Seconds to wait at start-up for Pub/Sub to respond before failing (default 30).")

@@ -84,6 +84,23 @@ class DateRule:
         """Return the logical date; bad values in a source fall through to the next one."""
         if explicit is not None:
             return parse_date(explicit, field="explicit logical date")
+        date = self.message_date(attributes=attributes, data=data)
+        if date is not None:
+            return date
+        zone = zoneinfo.ZoneInfo(self.time_zone)
+        return micros_to_datetime(publish_time).astimezone(zone).date()
+
+    def message_date(
+        self,
+        *,
+        attributes: Mapping[str, str] | None = None,
+        data: bytes = b"",
+    ) -> dt.date | None:
+        """Return the date from the attribute, else the JSON pointer, or None if neither has one.
+
+        A bad value is skipped so the next source is tried. A payload nested too
+        deeply for ``json.loads`` counts as having no pointer value.
+        """
         if self.attribute and attributes and self.attribute in attributes:
             try:
                 return parse_date(attributes[self.attribute], field=f"attribute {self.attribute!r}")
@@ -92,12 +109,11 @@ class DateRule:
         if self.json_pointer and data[:1] in (b"{", b"["):
             try:
                 value = resolve_pointer(json.loads(data), self.json_pointer)
-            except ValueError:
+            except (ValueError, RecursionError):
                 value = MISSING
             if value is not MISSING:
                 try:
                     return parse_date(value, field=f"payload field {self.json_pointer!r}")
                 except EventValidationError:
                     pass
-        zone = zoneinfo.ZoneInfo(self.time_zone)
-        return micros_to_datetime(publish_time).astimezone(zone).date()
+        return None

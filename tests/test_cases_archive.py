@@ -75,7 +75,7 @@ def test_case01_codec_gives_expected_records(weather, name, codec):
 
 
 def test_case01_sorted_file_same_multiset(weather):
-    """weather-sorted.avro holds the same five records in another order."""
+    """weather-sorted.avro contains the same five records in another order."""
     folder, expected = weather
     records, damaged, _ = read_all(folder / "weather-sorted.avro")
     assert len(records) == 5
@@ -85,7 +85,7 @@ def test_case01_sorted_file_same_multiset(weather):
     assert damaged == []
 
 
-def test_case01_five_files_25_records_5_distinct(weather):
+def test_case01_five_distinct_records(weather):
     """All five readable files together give 25 records, 5 distinct."""
     folder, _ = weather
     names = ["weather.avro", "weather-deflate.avro", "weather-snappy.avro",
@@ -107,7 +107,7 @@ def test_case01_lzo_tolerant_names_codec(weather):
     assert report.records_recovered == 0
 
 
-def test_case01_lzo_strict_names_file_and_codec(weather):
+def test_case01_lzo_strict_error(weather):
     """In strict mode the error names the file and the codec."""
     folder, _ = weather
     with pytest.raises(ArchiveReadError) as caught:
@@ -245,7 +245,8 @@ def test_case03_cut_at_every_offset(tmp_path, codec):
         if cut == 0:
             assert report.kind == EMPTY
         elif cut < header_end:
-            assert report.kind == TRUNCATED and report.block is None, (cut, report)
+            assert report.kind == TRUNCATED, (cut, report)
+            assert report.block is None, (cut, report)
         else:
             block = next(k for k, (start, data_end) in enumerate(blocks, 1) if cut < data_end + 16)
             start, data_end = blocks[block - 1]
@@ -254,7 +255,7 @@ def test_case03_cut_at_every_offset(tmp_path, codec):
 
 
 @pytest.mark.parametrize("codec", ["null", "deflate", "snappy", "zstandard"])
-def test_case03_cut_strict_always_raises_archive_error(tmp_path, codec):
+def test_case03_strict_cut_raises(tmp_path, codec):
     """In strict mode every damaging cut raises ArchiveReadError, never a library error."""
     data, header_end, blocks = _three_block_file(codec)
     path = tmp_path / "cut.avro"
@@ -511,7 +512,7 @@ def test_ls_cli_counts_recovered_records(damaged_archive, capsys):
     assert captured.err.count("warning: skipped damage in ") == 7
 
 
-def test_validate_cli_strict_names_first_damaged_file(damaged_archive, capsys):
+def test_validate_strict_names_damaged_file(damaged_archive, capsys):
     """With --strict the first damaged file stops validation with one error line naming it."""
     from replayer.cli import main
 

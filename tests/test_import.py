@@ -43,7 +43,7 @@ GCS_METADATA_SCHEMA = {
     ],
 }
 
-# Without write_metadata the file holds only the payload.
+# Without write_metadata the file contains only the payload.
 GCS_DATA_ONLY_SCHEMA = {"type": "record", "name": "PubsubMessage", "fields": [{"name": "data", "type": "bytes"}]}
 
 BASE_MILLIS = 1_710_025_200_000  # 2024-03-09T23:00:00Z
@@ -167,7 +167,7 @@ def test_gcs_subscription_with_metadata(tmp_path):
     assert source.exists()
 
 
-def test_gcs_subscription_without_metadata_needs_publish_time(tmp_path):
+def test_data_only_needs_publish_time(tmp_path):
     """Data-only records are skipped and named unless a default publish time is given."""
     source = write_avro(tmp_path / "plain.avro", GCS_DATA_ONLY_SCHEMA, [{"data": b"a"}, {"data": b"b"}])
     result = import_files([str(source)], archive_uri=str(tmp_path / "archive"), mapping=mapping(),
@@ -177,7 +177,7 @@ def test_gcs_subscription_without_metadata_needs_publish_time(tmp_path):
     assert all("publish time" in bad.reason for bad in result.bad)
 
 
-def test_gcs_subscription_without_metadata_imported(tmp_path):
+def test_data_only_records_imported(tmp_path):
     """With a default publish time, data-only records get ids from file name, record number and data."""
     default = parse_rfc3339_micros("2024-03-09T12:00:00Z")
     source = write_avro(tmp_path / "plain.avro", GCS_DATA_ONLY_SCHEMA,
@@ -259,6 +259,16 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     return exited.value.code, captured.out, captured.err
 
 
+# One valid JSON-lines message; "eA==" is base64 for b"x".
+JSONL_MESSAGE = '{"message_id": "a", "publish_time": "2024-03-09T18:00:00Z", "data": "eA=="}\n'
+
+
+def run_jsonl_import(source, tmp_path, capsys, *options: str) -> tuple[int, str, str]:
+    """Run `replay import` on a JSON-lines file as phase2 INPUT, with extra CLI options."""
+    return run_cli(["import", str(source), "--archive", str(tmp_path / "archive"), "--format", "jsonl",
+                    "--phase", "phase2", "--direction", "INPUT", *options], capsys)
+
+
 def test_cli_import_auto_detects_formats(tmp_path, capsys):
     """`replay import --json` reads Dataflow and subscription files from one folder."""
     write_avro(tmp_path / "in" / "dataflow.avro", DATAFLOW_SCHEMA, dataflow_records(3))
@@ -276,12 +286,11 @@ def test_cli_import_auto_detects_formats(tmp_path, capsys):
     assert all(event.direction is Direction.OUTPUT for event in events)
 
 
-def test_cli_import_exits_1_on_skipped_records(tmp_path, capsys):
+def test_cli_import_skipped_exit_1(tmp_path, capsys):
     """Skipped records make the exit status 1 and are listed with file and line."""
     source = tmp_path / "m.jsonl"
-    source.write_text('{"message_id": "a", "publish_time": "2024-03-09T18:00:00Z", "data": "eA=="}\nbroken\n')
-    code, out, err = run_cli(["import", str(source), "--archive", str(tmp_path / "archive"), "--format", "jsonl",
-                              "--phase", "phase2", "--direction", "INPUT", "--writer-id", "cli"], capsys)
+    source.write_text(JSONL_MESSAGE + "broken\n")
+    code, out, err = run_jsonl_import(source, tmp_path, capsys, "--writer-id", "cli")
     assert code == 1
     assert "imported 1 of 2 records" in out
     assert f"skipped {source} record 2" in err
@@ -313,7 +322,7 @@ def test_jsonl_attempt_out_of_range_skipped(tmp_path):
     assert sorted(event.event_id for event in events) == ["a", "c"]
 
 
-def test_jsonl_format_on_avro_file_reported_once(tmp_path):
+def test_jsonl_on_avro_reported_once(tmp_path):
     """An Avro file imported as JSON lines is one bad record saying it is Avro, not one per line."""
     source = write_avro(tmp_path / "in.avro", DATAFLOW_SCHEMA, dataflow_records(50))
     result = import_files([str(source)], archive_uri=str(tmp_path / "archive"), mapping=mapping(),
@@ -323,7 +332,7 @@ def test_jsonl_format_on_avro_file_reported_once(tmp_path):
     assert "Avro" in result.bad[0].reason
 
 
-def test_jsonl_format_on_binary_file_reported_once(tmp_path):
+def test_jsonl_on_binary_reported_once(tmp_path):
     """A binary file imported as JSON lines is one bad record saying it is binary."""
     source = tmp_path / "blob.jsonl"
     source.write_bytes(b"\xff\xfe\x00garbage\n" * 20)
@@ -336,9 +345,8 @@ def test_jsonl_format_on_binary_file_reported_once(tmp_path):
 def test_cli_import_unknown_codec_one_line(tmp_path, capsys):
     """--codec lzma is one error line naming the value and the valid codecs, exit status 2."""
     source = tmp_path / "m.jsonl"
-    source.write_text('{"message_id": "a", "publish_time": "2024-03-09T18:00:00Z", "data": "eA=="}\n')
-    code, _, err = run_cli(["import", str(source), "--archive", str(tmp_path / "archive"), "--format", "jsonl",
-                            "--phase", "phase2", "--direction", "INPUT", "--codec", "lzma"], capsys)
+    source.write_text(JSONL_MESSAGE)
+    code, _, err = run_jsonl_import(source, tmp_path, capsys, "--codec", "lzma")
     assert code == 2
     assert "'lzma'" in err
     assert "zstandard" in err

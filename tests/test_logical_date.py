@@ -42,11 +42,27 @@ def test_nested_pointer_into_payload():
     assert rule.resolve(publish_time=at("2024-01-16T03:00:00Z"), data=data) == dt.date(2024, 1, 11)
 
 
-def test_unparseable_attribute_falls_back_to_publish_time():
+def test_bad_attribute_falls_back():
     """An attribute that is not a date falls through to the next source."""
     rule = DateRule(attribute="game_date", time_zone="UTC")
     resolved = rule.resolve(publish_time=at("2024-01-16T03:00:00Z"), attributes={"game_date": "soon"})
     assert resolved == dt.date(2024, 1, 16)
+
+
+def test_deeply_nested_payload_falls_back():
+    """A payload too deeply nested for json.loads falls through to the publish time."""
+    rule = DateRule(json_pointer="/game_date", time_zone="UTC")
+    data = b"[" * 100_000 + b"]" * 100_000
+    assert rule.message_date(data=data) is None
+    resolved = rule.resolve(publish_time=at("2024-01-16T03:00:00Z"), data=data)
+    assert resolved == dt.date(2024, 1, 16)
+
+
+def test_message_date_without_sources():
+    """message_date returns None when no source yields a date."""
+    rule = DateRule(attribute="game_date", json_pointer="/game_date")
+    assert rule.message_date(attributes={"game_date": "soon"}, data=b'{"game_date": 7}') is None
+    assert rule.message_date(attributes={}, data=b"not json") is None
 
 
 @pytest.mark.parametrize(
@@ -69,12 +85,12 @@ def test_publish_time_in_new_york(published, expected):
 
 
 def test_unknown_time_zone_is_rejected():
-    """A time zone that is not an IANA name is refused with an example of a valid one."""
+    """A time zone that is not an IANA name is rejected with an example of a valid one."""
     with pytest.raises(EventValidationError, match="America/New_York"):
         DateRule(time_zone="Eastern")
 
 
 def test_bad_pointer_is_rejected():
-    """A JSON pointer without a leading slash is refused."""
+    """A JSON pointer without a leading slash is rejected."""
     with pytest.raises(EventValidationError, match="must start with '/'"):
         DateRule(json_pointer="game_date")

@@ -63,7 +63,8 @@ def test_built_envelope_has_the_real_shape():
     )
     message = envelope["message"]
     assert message["data"] == "++++//4/"
-    assert "attributes" not in message and "orderingKey" not in message
+    assert "attributes" not in message
+    assert "orderingKey" not in message
     assert message["messageId"] == message["message_id"] == "42"
     assert message["publishTime"] == message["publish_time"] == "2024-03-09T23:10:08.000001Z"
     assert "deliveryAttempt" not in envelope

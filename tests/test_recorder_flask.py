@@ -83,7 +83,7 @@ def test_envelope_shapes_recorded_exactly(tmp_path, envelopes):
 
 
 def test_naive_handler_errors_recorded(tmp_path, envelopes):
-    """Handler exceptions are recorded as error:<Type>; Flask still answers 500."""
+    """Handler exceptions are recorded as error:<Type>; Flask still returns 500."""
     bodies, _ = envelopes
     recorder = make_recorder(tmp_path)
     app = record_push(naive_app(), recorder, phase="phase2", processor="naive")
@@ -99,7 +99,7 @@ def test_naive_handler_errors_recorded(tmp_path, envelopes):
 
 
 def test_responses_unchanged(tmp_path, envelopes):
-    """Wrapped and unwrapped apps answer the same requests with identical bytes."""
+    """Wrapped and unwrapped apps return identical bytes for the same requests."""
     bodies, _ = envelopes
     plain = naive_app().test_client()
     recorder = make_recorder(tmp_path)
@@ -221,7 +221,7 @@ def test_push_subscription_records_inputs_and_outputs(tmp_path, pubsub_emulator,
 
 
 def test_stopped_gcs_archive_keeps_answering(tmp_path, monkeypatch, envelopes):
-    """With the GCS archive down, the app still answers 200, every event is counted as dropped."""
+    """With the GCS archive down, the app still returns 200, every event is counted as dropped."""
     from tests._emulators import GcsEmulator
 
     emulator = GcsEmulator(tmp_path).start()

@@ -89,7 +89,7 @@ def test_local_list_recursive_sorted_skips_hidden(tmp_path):
 
 
 def test_local_list_dirs_missing_folder(tmp_path):
-    """list_dirs on a missing folder names it and says what to do."""
+    """list_dirs on a missing folder names it and gives the fix."""
     missing = str(tmp_path / "nope")
     with pytest.raises(StorageError, match="does not exist.*record into it first") as caught:
         LocalStorage().list_dirs(missing)
@@ -210,7 +210,7 @@ def test_gcs_exists(gcs_bucket):
 
 
 class _FaultProxy:
-    """A loopback HTTP proxy to the GCS emulator that answers the first failures of one method itself."""
+    """A loopback HTTP proxy to the GCS emulator that fails the first requests of one method itself."""
 
     def __init__(self, target: str, *, method: str, status: int, failures: int) -> None:
         import http.client
@@ -281,7 +281,7 @@ def fault_proxy(gcs_emulator, monkeypatch):
 
 
 def test_gcs_upload_retried_after_503(gcs_bucket, fault_proxy):
-    """Two 503 answers to the upload are retried with backoff and the object is written once."""
+    """Two 503 responses to the upload are retried with backoff and the object is written once."""
     proxy = fault_proxy(method="POST", status=503, failures=2)
     storage = GcsStorage(retry_timeout_secs=30)
     uri = f"gs://{gcs_bucket}/retried.avro"
